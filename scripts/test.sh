@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs rl-plasticity with its test dependencies into the current Python, then runs the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install --quiet -e ".[dev]"
+python3 -m ruff check .
+python3 -m pytest "$@"
