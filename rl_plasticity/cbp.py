@@ -1,0 +1,382 @@
+"""Continual backpropagation: backprop plus a steady re-initialisation of the least useful hidden units.
+
+`ContinualBackprop` attaches to the consecutive ``nn.Linear`` layers of one MLP. Forward pre-hooks on
+``layers[1:]`` see every hidden feature as it enters the next layer; an optimizer post-step hook (or a
+manual ``step()``) then runs one generate-and-test step (Dohare et al., Nature 2024):
+
+1. every hidden unit ages by one;
+2. its contribution utility ``mean|h_i| * mean_k |W_next[k, i]|`` on the batch just trained on updates a
+   running average ``u = decay * u + (1 - decay) * instant``;
+3. among units older than ``maturity_threshold``, ``replacement_rate * n_eligible`` units (rounded by a
+   Bernoulli draw, or with the fraction carried over) with the lowest bias-corrected utility
+   ``u / (1 - decay**age)`` are re-initialised: incoming weights redrawn, incoming bias 0, outgoing
+   weights 0 (the network's output does not jump), optionally the next layer's bias compensating for the
+   unit's mean activation, optionally the optimizer's moments of the touched rows and columns zeroed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+InitFn = Callable[[Tensor, int], Tensor | None]
+
+UTILITIES = ("contribution", "adaptable_contribution", "random")
+INITS = ("lecun", "kaiming", "xavier", "pytorch_default")
+
+
+def _init_bound(name: str, fan_in: int, fan_out: int) -> float:
+    if name == "lecun":  # LeCun uniform: variance 1/fan_in, as in the paper's PPO
+        return math.sqrt(3.0 / fan_in)
+    if name == "kaiming":  # He uniform for ReLU: variance 2/fan_in
+        return math.sqrt(6.0 / fan_in)
+    if name == "xavier":
+        return math.sqrt(6.0 / (fan_in + fan_out))
+    return 1.0 / math.sqrt(fan_in)  # nn.Linear's own default (kaiming_uniform with a=sqrt(5))
+
+
+class ContinualBackprop:
+    """Generate-and-test for one MLP; see the module docstring for the algorithm.
+
+    Args:
+        layers: the consecutive ``nn.Linear`` layers of ONE MLP, input to output. Hidden units are the
+            outputs of every layer but the last; the last is the head that consumes the last hidden layer.
+        optimizer: if given, ``step()`` runs after every ``optimizer.step()`` through a post-step hook, and
+            ``reset_optimizer_state`` acts on its state.
+        replacement_rate: expected fraction of eligible units replaced per step, in [0, 1].
+        maturity_threshold: a unit is eligible once its age (in steps) exceeds this.
+        decay_rate: decay of the running utility and mean activation, in [0, 1).
+        utility: ``"contribution"``, ``"adaptable_contribution"`` (contribution / mean |incoming weight|)
+            or ``"random"`` (the ablation: eligible units are picked at random).
+        init: distribution of the redrawn incoming weights: ``"lecun"``, ``"kaiming"``, ``"xavier"``,
+            ``"pytorch_default"`` or a callable ``init(rows, fan_in)`` that fills ``rows`` in place (or
+            returns the new rows).
+        bias_correction: add ``W_next[:, i] * mean(h_i)`` to the next layer's bias before zeroing the
+            outgoing weights, so the next layer's pre-activation is unchanged on average.
+        reset_optimizer_state: zero the optimizer's per-parameter moment entries (Adam's ``exp_avg``,
+            ``exp_avg_sq``, ...) of the replaced incoming rows and outgoing columns.
+        accumulate: ``False`` rounds the expected number of replacements by a Bernoulli draw on its
+            fractional part (the paper's RL code); ``True`` carries the fraction over to the next step.
+        generator: ``torch.Generator`` (CPU) for every random draw. Default: a private generator seeded
+            from torch's global RNG, so ``torch.manual_seed`` makes runs reproducible.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[nn.Linear],
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        replacement_rate: float = 1e-4,
+        maturity_threshold: int = 10_000,
+        decay_rate: float = 0.99,
+        utility: str = "contribution",
+        init: str | InitFn = "lecun",
+        bias_correction: bool = True,
+        reset_optimizer_state: bool = False,
+        accumulate: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.layers: list[nn.Linear] = list(layers)
+        _validate(self.layers, optimizer, replacement_rate, maturity_threshold, decay_rate, utility, init,
+                  bias_correction, reset_optimizer_state)
+        self.optimizer = optimizer
+        self.replacement_rate = float(replacement_rate)
+        self.maturity_threshold = int(maturity_threshold)
+        self.decay_rate = float(decay_rate)
+        self.utility = utility
+        self.init = init
+        self.bias_correction = bias_correction
+        self.reset_optimizer_state = reset_optimizer_state
+        self.accumulate = accumulate
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        self.generator = generator
+
+        device = self.layers[0].weight.device
+        widths = [layer.out_features for layer in self.layers[:-1]]
+        self._utility = [torch.zeros(w, device=device) for w in widths]
+        self._mean_activation = [torch.zeros(w, device=device) for w in widths]
+        # Units store the step they were born at; age = steps - birth costs nothing per step.
+        self._birth = [torch.zeros(w, dtype=torch.long, device=device) for w in widths]
+        self._carry = [0.0 for _ in widths]
+        # Per layer, the birth steps of units replaced within the maturity window (at most one entry per
+        # unit, since a young unit cannot be replaced): the eligible count without a tensor reduction.
+        self._recent_births: list[deque[int]] = [deque() for _ in widths]
+        self._uniform_pool: list[float] = []
+        self.replaced_total: list[int] = [0 for _ in widths]
+        #: indices replaced in each hidden layer by the most recent step (empty tensors if none)
+        self.last_replaced: list[Tensor] = [torch.empty(0, dtype=torch.long) for _ in widths]
+        self.steps = 0
+        self._features: list[list[Tensor]] = [[] for _ in widths]
+        self._warned_no_features = False
+
+        self._handles = [
+            layer.register_forward_pre_hook(self._make_capture_hook(k))
+            for k, layer in enumerate(self.layers[1:])
+        ]
+        if optimizer is not None:
+            self._handles.append(optimizer.register_step_post_hook(lambda *_: self.step()))
+
+    @classmethod
+    def from_sequential(
+        cls, module: nn.Module, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any
+    ) -> ContinualBackprop:
+        """Attach to every ``nn.Linear`` inside ``module``, in registration order."""
+        layers = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        return cls(layers, optimizer, **kwargs)
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return len(self._birth)
+
+    def _age(self, k: int) -> Tensor:
+        return self.steps - self._birth[k]
+
+    def _make_capture_hook(self, hidden_index: int) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
+        store = self._features[hidden_index]
+
+        def capture(_module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            # Only forwards that train count: rollout inference under no_grad must not move utilities.
+            if torch.is_grad_enabled():
+                store.append(inputs[0].detach())
+
+        return capture
+
+    # ------------------------------------------------------------------ generate-and-test
+    def step(self) -> None:
+        """One generate-and-test step on the features seen since the previous step."""
+        if not all(self._features):
+            if not self._warned_no_features:
+                warnings.warn(
+                    "ContinualBackprop.step() found no grad-enabled forward pass since the last step; "
+                    "the step is skipped. Run the network's training forward before optimizer.step().",
+                    stacklevel=2,
+                )
+                self._warned_no_features = True
+            self._clear_features()
+            return
+        self.steps += 1
+        for k in range(self.num_hidden_layers):
+            self._update_statistics(k)
+            count = self._number_to_replace(k)
+            if count:
+                with torch.no_grad():
+                    self._replace_in_layer(k, count)
+            elif self.last_replaced[k].numel():
+                self.last_replaced[k] = self.last_replaced[k][:0]
+        self._clear_features()
+
+    def _clear_features(self) -> None:
+        for store in self._features:
+            store.clear()
+
+    def _batch_features(self, k: int) -> Tensor:
+        parts = [f.reshape(-1, f.shape[-1]) for f in self._features[k]]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _update_statistics(self, k: int) -> None:
+        # Sums with the 1/n folded into the update weight: this runs after every optimizer step.
+        if self.utility == "random" and not self.bias_correction:
+            return
+        features = self._batch_features(k)
+        keep = 1.0 - self.decay_rate
+        if self.bias_correction:
+            self._mean_activation[k].mul_(self.decay_rate).add_(features.sum(0), alpha=keep / len(features))
+        if self.utility == "random":
+            return
+        outgoing = self.layers[k + 1].weight.detach()
+        instant_scale = keep / (len(features) * outgoing.shape[0])
+        feature_magnitude = features.abs().sum(0)
+        if self.utility == "adaptable_contribution":
+            feature_magnitude /= self.layers[k].weight.detach().abs().mean(1) + 1e-12
+        self._utility[k].mul_(self.decay_rate).addcmul_(
+            feature_magnitude, outgoing.abs().sum(0), value=instant_scale
+        )
+
+    def _number_to_replace(self, k: int) -> int:
+        if self.replacement_rate == 0.0 or self.steps <= self.maturity_threshold:
+            return 0  # no unit can be older than the number of steps taken
+        recent = self._recent_births[k]
+        while recent and recent[0] < self.steps - self.maturity_threshold:
+            recent.popleft()
+        eligible = self._birth[k].numel() - len(recent)
+        expected = self.replacement_rate * eligible
+        if self.accumulate:
+            self._carry[k] += expected
+            count = math.floor(self._carry[k] + 1e-12)
+            self._carry[k] -= count
+            return min(count, eligible)
+        count = math.floor(expected)
+        if self._uniform() < expected - count:
+            count += 1
+        return min(count, eligible)
+
+    def _uniform(self) -> float:
+        # Drawn in blocks: one tensor call per step and layer would cost more than the rest of step().
+        if not self._uniform_pool:
+            self._uniform_pool = torch.rand(1024, generator=self.generator, dtype=torch.float64).tolist()
+        return self._uniform_pool.pop()
+
+    def _ranked_utility(self, k: int, age: Tensor) -> Tensor:
+        if self.utility == "random":
+            return torch.rand(age.shape, generator=self.generator).to(age.device)
+        # Bias correction of the running average: young units are not penalised for a short history.
+        return self._utility[k] / _debias(self.decay_rate, age)
+
+    def _replace_in_layer(self, k: int, count: int) -> None:
+        age = self._age(k)
+        score = self._ranked_utility(k, age).masked_fill(age <= self.maturity_threshold, math.inf)
+        units = torch.topk(score, count, largest=False).indices
+        incoming, outgoing = self.layers[k], self.layers[k + 1]
+
+        if self.bias_correction:
+            mean = self._mean_activation[k][units] / _debias(self.decay_rate, age[units])
+            outgoing.bias.add_(outgoing.weight[:, units] @ mean)
+        incoming.weight[units] = self._draw_rows(count, incoming).to(incoming.weight)
+        if incoming.bias is not None:
+            incoming.bias[units] = 0.0
+        outgoing.weight[:, units] = 0.0
+        if self.reset_optimizer_state:
+            self._zero_optimizer_moments(incoming, outgoing, units)
+
+        self._utility[k][units] = 0.0
+        self._mean_activation[k][units] = 0.0
+        self._birth[k][units] = self.steps
+        self._recent_births[k].extend([self.steps] * count)
+        self.replaced_total[k] += count
+        self.last_replaced[k] = units
+
+    def _draw_rows(self, count: int, layer: nn.Linear) -> Tensor:
+        rows = torch.empty(count, layer.in_features)
+        if callable(self.init):
+            drawn = self.init(rows, layer.in_features)
+            return rows if drawn is None else drawn
+        bound = _init_bound(self.init, layer.in_features, layer.out_features)
+        return rows.uniform_(-bound, bound, generator=self.generator)
+
+    def _zero_optimizer_moments(self, incoming: nn.Linear, outgoing: nn.Linear, units: Tensor) -> None:
+        assert self.optimizer is not None
+        targets = [(incoming.weight, 0), (outgoing.weight, 1)]
+        if incoming.bias is not None:
+            targets.append((incoming.bias, 0))
+        for param, dim in targets:
+            for value in self.optimizer.state.get(param, {}).values():
+                # Per-element moments share the parameter's shape; scalars such as "step" do not.
+                if isinstance(value, Tensor) and value.shape == param.shape:
+                    value.index_fill_(dim, units.to(value.device), 0.0)
+
+    # ------------------------------------------------------------------ inspection and persistence
+    def utilities(self) -> list[Tensor]:
+        """Bias-corrected running utility of every hidden unit, one tensor per hidden layer."""
+        return [self._utility[k] / _debias(self.decay_rate, self._age(k)) for k in range(len(self._utility))]
+
+    def ages(self) -> list[Tensor]:
+        """Age in steps of every hidden unit, one tensor per hidden layer."""
+        return [self._age(k) for k in range(self.num_hidden_layers)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "hidden_sizes": [int(b.numel()) for b in self._birth],
+            "steps": self.steps,
+            "utility": [u.clone() for u in self._utility],
+            "mean_activation": [m.clone() for m in self._mean_activation],
+            "age": self.ages(),
+            "carry": list(self._carry),
+            "replaced_total": list(self.replaced_total),
+            "generator_state": self.generator.get_state(),
+            "uniform_pool": list(self._uniform_pool),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sizes = [int(b.numel()) for b in self._birth]
+        if list(state["hidden_sizes"]) != sizes:
+            raise ValueError(
+                f"state_dict is for hidden sizes {state['hidden_sizes']}, but this ContinualBackprop is "
+                f"attached to hidden sizes {sizes}; load it into an object built on the same network"
+            )
+        for k in range(self.num_hidden_layers):
+            self._utility[k].copy_(state["utility"][k])
+            self._mean_activation[k].copy_(state["mean_activation"][k])
+        self.steps = int(state["steps"])
+        for k in range(self.num_hidden_layers):
+            self._birth[k].copy_(self.steps - state["age"][k])
+        self._carry = [float(c) for c in state["carry"]]
+        self.replaced_total = [int(r) for r in state["replaced_total"]]
+        self.generator.set_state(state["generator_state"])
+        self._uniform_pool = [float(u) for u in state["uniform_pool"]]
+        for k in range(self.num_hidden_layers):
+            young = self._birth[k][self._birth[k] >= self.steps - self.maturity_threshold]
+            self._recent_births[k] = deque(sorted(int(b) for b in young if b > 0 or self.steps == 0))
+        self._clear_features()
+
+    def remove(self) -> None:
+        """Detach every hook; the network and optimizer are left as they are."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._clear_features()
+
+    def __repr__(self) -> str:
+        sizes = [int(b.numel()) for b in self._birth]
+        return (
+            f"ContinualBackprop(hidden_sizes={sizes}, replacement_rate={self.replacement_rate}, "
+            f"maturity_threshold={self.maturity_threshold}, decay_rate={self.decay_rate}, "
+            f"utility={self.utility!r}, replaced_total={self.replaced_total})"
+        )
+
+
+def _debias(decay_rate: float, age: Tensor) -> Tensor:
+    """``1 - decay**age``, the weight a running average of that age has accumulated (age 0 counts as 1)."""
+    return 1.0 - (decay_rate ** age.clamp(min=1).double()).float()
+
+
+def _validate(
+    layers: list[nn.Linear],
+    optimizer: torch.optim.Optimizer | None,
+    replacement_rate: float,
+    maturity_threshold: int,
+    decay_rate: float,
+    utility: str,
+    init: str | InitFn,
+    bias_correction: bool,
+    reset_optimizer_state: bool,
+) -> None:
+    if len(layers) < 2:
+        raise ValueError(
+            f"layers: need at least 2 nn.Linear layers (a hidden layer and the layer that consumes it), "
+            f"got {len(layers)}"
+        )
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, nn.Linear):
+            raise ValueError(f"layers[{i}] is a {type(layer).__name__}; every entry must be an nn.Linear")
+    for i, (a, b) in enumerate(zip(layers, layers[1:], strict=False)):
+        if a.out_features != b.in_features:
+            raise ValueError(
+                f"layers do not chain: layers[{i}].out_features={a.out_features} but "
+                f"layers[{i + 1}].in_features={b.in_features}; pass the consecutive Linear layers of ONE "
+                f"MLP, input to output"
+            )
+    if not 0.0 <= replacement_rate <= 1.0:
+        raise ValueError(f"replacement_rate must be in [0, 1], got {replacement_rate}")
+    if isinstance(maturity_threshold, bool) or int(maturity_threshold) != maturity_threshold \
+            or maturity_threshold < 0:
+        raise ValueError(f"maturity_threshold must be a non-negative integer, got {maturity_threshold!r}")
+    if not 0.0 <= decay_rate < 1.0:
+        raise ValueError(f"decay_rate must be in [0, 1), got {decay_rate}")
+    if utility not in UTILITIES:
+        raise ValueError(f"utility must be one of {', '.join(UTILITIES)}; got {utility!r}")
+    if not callable(init) and init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)} or a callable(rows, fan_in); got {init!r}")
+    if bias_correction and any(layer.bias is None for layer in layers[1:]):
+        raise ValueError(
+            "bias_correction=True needs a bias on every layer after the first (it compensates the "
+            "next layer's bias); give those layers a bias or pass bias_correction=False"
+        )
+    if reset_optimizer_state and optimizer is None:
+        raise ValueError("reset_optimizer_state=True needs the optimizer: pass optimizer=...")
