@@ -140,10 +140,12 @@ class ContinualBackprop:
 
     def _make_capture_hook(self, hidden_index: int) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
         store = self._features[hidden_index]
+        consumer = self.layers[hidden_index + 1]
 
-        def capture(_module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        def capture(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
             # Only forwards that train count: rollout inference under no_grad must not move utilities.
-            if torch.is_grad_enabled():
+            # A deepcopy of the network (a target network, say) carries this hook along: ignore it.
+            if module is consumer and torch.is_grad_enabled():
                 store.append(inputs[0].detach())
 
         return capture
