@@ -1,0 +1,211 @@
+"""Reading finished (or running) training runs back from their TensorBoard event files, and the
+statistics across seeds that reports are made of.
+
+A run is a directory holding ``events.out.tfevents.*`` files. Runs are grouped into configs by their
+layout, ``LOGDIR/<config name>/seed<k>/`` (what ``rl-plasticity compare`` writes); a run directory with
+another name is a config of its own. Event files are read with TensorBoard's own reader.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RETURN_TAG = "charts/episodic_return"
+FRICTION_TAG = "env/friction"
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+# Two-sided 95% Student-t quantiles for 1..30 degrees of freedom; beyond that the normal 1.96 is close.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+class RunsError(ValueError):
+    """A log directory that cannot be read as runs (missing, empty, malformed)."""
+
+
+@dataclass
+class Run:
+    """One training run: its config name, seed and every scalar series as (steps, values) arrays."""
+
+    config: str
+    seed: int | None
+    path: Path
+    scalars: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.scalars.get(tag, (np.empty(0), np.empty(0)))
+
+    @property
+    def last_step(self) -> int:
+        return int(max((steps[-1] for steps, _ in self.scalars.values() if len(steps)), default=0))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of constant friction: steps in ``[start, end)``."""
+
+    start: int
+    end: int
+    friction: float
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean across seeds with a 95% Student-t confidence interval (nan bounds for a single seed)."""
+
+    mean: float
+    low: float
+    high: float
+    count: int
+
+    def format(self, digits: int = 1) -> str:
+        if math.isnan(self.mean):
+            return "n/a"
+        if self.count < 2:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.high - self.mean:.{digits}f}"
+
+
+def find_run_dirs(logdir: Path) -> list[Path]:
+    """Every directory under ``logdir`` (itself included) that holds a TensorBoard event file."""
+    logdir = Path(logdir)
+    if not logdir.is_dir():
+        raise RunsError(f"log directory {str(logdir)!r} does not exist; pass the --logdir you trained into")
+    found = {path.parent for path in logdir.rglob("events.out.tfevents.*")}
+    return sorted(found)
+
+
+def load_run(path: Path, logdir: Path) -> Run:
+    # Imported here so that `rl_plasticity.experiment.runs` can be imported without TensorBoard loaded.
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    accumulator = EventAccumulator(str(path), size_guidance={SCALARS: 0})
+    accumulator.Reload()
+    scalars = {}
+    for tag in accumulator.Tags().get("scalars", []):
+        events = accumulator.Scalars(tag)
+        steps = np.array([e.step for e in events], dtype=np.int64)
+        values = np.array([e.value for e in events], dtype=np.float64)
+        order = np.argsort(steps, kind="stable")
+        scalars[tag] = (steps[order], values[order])
+    match = _SEED_DIR.match(path.name)
+    if match and path != logdir:
+        config = str(path.parent.relative_to(logdir)) if path.parent != logdir else path.parent.name
+        return Run(config=config, seed=int(match.group(1)), path=path, scalars=scalars)
+    config = path.name if path != logdir else logdir.resolve().name
+    return Run(config=config, seed=None, path=path, scalars=scalars)
+
+
+def load_runs(logdir: Path) -> dict[str, list[Run]]:
+    """All runs under ``logdir`` grouped by config name (configs in sorted order, runs by seed)."""
+    logdir = Path(logdir)
+    run_dirs = find_run_dirs(logdir)
+    if not run_dirs:
+        raise RunsError(
+            f"no TensorBoard runs under {str(logdir)!r} (no events.out.tfevents.* files); train into it "
+            f"first, e.g. `rl-plasticity compare CONFIG --seeds 3 --logdir {logdir}`"
+        )
+    grouped: dict[str, list[Run]] = {}
+    for path in run_dirs:
+        run = load_run(path, logdir)
+        grouped.setdefault(run.config, []).append(run)
+    for runs in grouped.values():
+        runs.sort(key=lambda r: (r.seed is None, r.seed or 0, str(r.path)))
+    return dict(sorted(grouped.items()))
+
+
+def estimate(values: Iterable[float]) -> Estimate:
+    """Mean and 95% confidence interval of the finite values (t-distribution across seeds)."""
+    data = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if len(data) == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    mean = float(data.mean())
+    if len(data) < 2:
+        return Estimate(mean, math.nan, math.nan, 1)
+    dof = len(data) - 1
+    half = (_T975[dof - 1] if dof <= len(_T975) else 1.96) * float(data.std(ddof=1)) / math.sqrt(len(data))
+    return Estimate(mean, mean - half, mean + half, len(data))
+
+
+def friction_segments(run: Run) -> list[Segment]:
+    """Constant-friction stretches from the run's ``env/friction`` series (one segment if absent)."""
+    steps, values = run.series(FRICTION_TAG)
+    end = run.last_step + 1
+    if len(steps) == 0:
+        return [Segment(0, end, math.nan)]
+    segments, start, current = [], 0, float(values[0])
+    for step, value in zip(steps[1:], values[1:], strict=True):
+        if not math.isclose(float(value), current, rel_tol=1e-6, abs_tol=0.0):
+            segments.append(Segment(start, int(step), current))
+            start, current = int(step), float(value)
+    segments.append(Segment(start, max(end, start + 1), current))
+    return segments
+
+
+def mean_return_between(run: Run, start: float, end: float) -> float:
+    """Mean episodic return of the episodes that ended at a step in ``[start, end)``."""
+    steps, values = run.series(RETURN_TAG)
+    chosen = values[(steps >= start) & (steps < end)]
+    return float(chosen.mean()) if len(chosen) else math.nan
+
+
+def segment_end_returns(run: Run, tail: float = 0.1) -> list[float]:
+    """Mean return over the last ``tail`` of every friction segment, in segment order."""
+    return [
+        mean_return_between(run, s.end - tail * (s.end - s.start), s.end) for s in friction_segments(run)
+    ]
+
+
+def final_return(run: Run, tail: float = 0.1) -> float:
+    """Mean return over the last ``tail`` of the run's steps."""
+    end = run.last_step + 1
+    return mean_return_between(run, end - tail * end, end)
+
+
+def binned_returns(run: Run, edges: np.ndarray) -> np.ndarray:
+    """Mean episodic return per step bin (nan where no episode ended in the bin)."""
+    steps, values = run.series(RETURN_TAG)
+    result = np.full(len(edges) - 1, np.nan)
+    index = np.searchsorted(edges, steps, side="right") - 1
+    for b in range(len(result)):
+        chosen = values[index == b]
+        if len(chosen):
+            result[b] = chosen.mean()
+    return result
+
+
+def area_under_curve(run: Run, bins: int = 100) -> float:
+    """Area under the binned return curve divided by the steps it spans: the run's average return,
+    with every stretch of training weighted equally however many episodes ended in it."""
+    end = run.last_step + 1
+    curve = binned_returns(run, np.linspace(0, end, bins + 1))
+    return float(np.nanmean(curve)) if np.isfinite(curve).any() else math.nan
+
+
+def last_value(run: Run, tag: str) -> float:
+    steps, values = run.series(tag)
+    return float(values[-1]) if len(values) else math.nan
+
+
+def matching_tags(runs: Iterable[Run], pattern: str) -> list[str]:
+    regex = re.compile(pattern)
+    return sorted({tag for run in runs for tag in run.scalars if regex.fullmatch(tag)})
+
+
+def layer_mean_at_end(run: Run, network: str, metric: str) -> float:
+    """The last value of ``plasticity/<network>/layer*/<metric>``, averaged over the hidden layers."""
+    tags = matching_tags([run], rf"plasticity/{network}/layer\d+/{metric}")
+    values = [last_value(run, tag) for tag in tags]
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def total_replaced(run: Run, network: str) -> float:
+    tags = matching_tags([run], rf"cbp/{network}/layer\d+/replaced")
+    return float(sum(last_value(run, tag) for tag in tags)) if tags else math.nan

@@ -1,0 +1,107 @@
+"""The report on synthetic TensorBoard runs whose numbers are known."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from torch.utils.tensorboard import SummaryWriter
+
+from rl_plasticity.experiment.report import make_report, summarise
+from rl_plasticity.experiment.runs import (
+    RunsError,
+    estimate,
+    friction_segments,
+    load_runs,
+    segment_end_returns,
+)
+
+CHANGE_AT, END = 5000, 10_000
+
+
+def write_run(path: Path, offset: float, replaced: int = 0) -> None:
+    """Episodes end every 100 steps with return = step / 100 + offset; friction 1.0 then 0.1."""
+    writer = SummaryWriter(str(path))
+    for step in range(100, END, 100):
+        writer.add_scalar("charts/episodic_return", step / 100 + offset, step)
+        writer.add_scalar("env/friction", 1.0 if step < CHANGE_AT else 0.1, step)
+    for step in (1000, END - 1):
+        for net in ("policy", "value"):
+            for layer in (0, 1):
+                writer.add_scalar(f"plasticity/{net}/layer{layer}/dormant_fraction", 0.1 * (layer + 1), step)
+                writer.add_scalar(f"plasticity/{net}/layer{layer}/approx_rank", 0.5, step)
+                writer.add_scalar(f"plasticity/{net}/layer{layer}/weight_magnitude", 0.05, step)
+                writer.add_scalar(f"cbp/{net}/layer{layer}/replaced", replaced if step > 1000 else 0, step)
+    writer.close()
+
+
+@pytest.fixture
+def logdir(tmp_path: Path) -> Path:
+    for seed, offset in enumerate((0.0, 1.0, 2.0)):
+        write_run(tmp_path / "ppo" / f"seed{seed}", offset)
+        write_run(tmp_path / "cbp" / f"seed{seed}", offset + 10, replaced=4)
+    return tmp_path
+
+
+def test_runs_are_grouped_by_config_and_seed(logdir: Path) -> None:
+    grouped = load_runs(logdir)
+    assert list(grouped) == ["cbp", "ppo"]
+    assert [run.seed for run in grouped["ppo"]] == [0, 1, 2]
+
+
+def test_segments_and_their_end_returns(logdir: Path) -> None:
+    run = load_runs(logdir)["ppo"][1]
+    segments = friction_segments(run)
+    assert [(s.start, s.friction) for s in segments] == [(0, 1.0), (CHANGE_AT, pytest.approx(0.1))]
+    assert segments[0].end == CHANGE_AT and segments[1].end == END  # the last logged step + 1
+    # last 10% of [0, 5000) is [4500, 5000): episodes at 4500..4900 -> returns 45..49 (+1 offset)
+    # last 10% of [5000, 10000) is [9500, 10000): episodes at 9500..9900 -> returns 95..99 (+1)
+    assert segment_end_returns(run) == pytest.approx([48.0, 98.0])
+
+
+def test_estimate_matches_student_t_by_hand() -> None:
+    value = estimate([47.0, 48.0, 49.0])
+    assert value.mean == 48.0 and value.count == 3
+    assert value.high - value.mean == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    single = estimate([5.0, math.nan])
+    assert single.mean == 5.0 and single.count == 1 and math.isnan(single.low)
+
+
+def test_summary_numbers(logdir: Path) -> None:
+    grouped = load_runs(logdir)
+    ppo, cbp = summarise("ppo", grouped["ppo"]), summarise("cbp", grouped["cbp"])
+    assert ppo.seeds == 3
+    assert [s.mean for s in ppo.segment_returns] == pytest.approx([48.0, 98.0])
+    assert ppo.segment_returns[0].high - 48.0 == pytest.approx(4.303 / math.sqrt(3))
+    assert ppo.segment_frictions == pytest.approx([1.0, 0.1])
+    # last 10% of [0, 10000) is [9000, 10000): episodes 9000..9900 -> mean return 94.5 (+ mean offset 1)
+    assert ppo.final_return.mean == pytest.approx(95.5)
+    assert cbp.final_return.mean == pytest.approx(105.5)
+    assert ppo.end_metrics["policy/dormant_fraction"].mean == pytest.approx(0.15)
+    assert ppo.end_metrics["value/cbp_replaced"].mean == 0
+    assert cbp.end_metrics["value/cbp_replaced"].mean == 8
+    # AUC: the binned curve of a linear return is its mean, (1 + 99) / 2 + offset 1
+    assert ppo.auc.mean == pytest.approx(51.0, abs=1.0)
+
+
+def test_make_report_writes_plot_markdown_and_csv(logdir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    paths = make_report(logdir, out)
+    assert paths["plot"].stat().st_size > 10_000
+    markdown = paths["markdown"].read_text()
+    assert "| ppo | 3 | 95.5 ± " in markdown and "| cbp | 3 | 105.5 ± " in markdown
+    with paths["csv"].open() as handle:
+        rows = list(csv.DictReader(handle))
+    segment_rows = [r for r in rows if r["config"] == "ppo" and r["metric"] == "segment_end_return"]
+    assert [float(r["mean"]) for r in segment_rows] == pytest.approx([48.0, 98.0])
+    assert np.isclose(float(segment_rows[0]["ci_low"]), 48.0 - 4.303 / math.sqrt(3))
+
+
+def test_empty_or_missing_logdir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RunsError, match="no TensorBoard runs under"):
+        load_runs(tmp_path)
+    with pytest.raises(RunsError, match="does not exist"):
+        load_runs(tmp_path / "nope")
