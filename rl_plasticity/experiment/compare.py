@@ -1,0 +1,191 @@
+"""`rl-plasticity compare`: every config x seed, on this machine's cores or on a Ray cluster.
+
+Each run is one `rl-plasticity train` process writing ``LOGDIR/<config name>/seed<k>/``, so that
+``tensorboard --logdir LOGDIR`` overlays them all and ``rl-plasticity report LOGDIR`` compares them. A
+run whose directory says it finished is skipped when the command is repeated; an unfinished one is
+handed to `train` again, which resumes it from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rl_plasticity.experiment.progress import PROGRESS_FILE, read_progress
+
+
+class CompareError(ValueError):
+    """A comparison that cannot start as asked (clashing names, no configs, bad worker count)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the comparison: a config file trained with one seed."""
+
+    config_path: Path
+    config_name: str
+    seed: int
+    logdir: Path
+    total_steps: int | None = None
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.logdir / self.config_name / f"seed{self.seed}"
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "rl_plasticity", "train", str(self.config_path),
+                   "--seed", str(self.seed), "--logdir", str(self.logdir / self.config_name),
+                   "--run-name", f"seed{self.seed}", "--no-progress"]
+        if self.total_steps is not None:
+            command += ["--total-steps", str(self.total_steps)]
+        for override in self.overrides:
+            command += ["--set", override]
+        return command
+
+    def is_finished(self) -> bool:
+        progress = read_progress(self.run_dir)
+        return progress is not None and progress.get("status") == "finished"
+
+
+def run_matrix(
+    config_paths: Sequence[str | Path],
+    seeds: int,
+    logdir: str | Path,
+    total_steps: int | None = None,
+    overrides: Sequence[str] = (),
+    first_seed: int = 0,
+) -> list[RunSpec]:
+    """The runs of a comparison, config-major, with the config names they are stored under."""
+    if not config_paths:
+        raise CompareError("no configs given; pass one or more YAML files, e.g. configs/quickstart/*.yaml")
+    if seeds < 1:
+        raise CompareError(f"--seeds must be at least 1, got {seeds}")
+    paths = [Path(p) for p in config_paths]
+    for path in paths:
+        if not path.is_file():
+            raise CompareError(f"config file {str(path)!r} does not exist")
+    names: dict[str, Path] = {}
+    for path in paths:
+        name = path.stem
+        if name in names:
+            raise CompareError(
+                f"configs {str(names[name])!r} and {str(path)!r} would both be stored as {name!r} under "
+                f"the log directory; rename one of the files or compare them into different --logdir"
+            )
+        names[name] = path
+    logdir = Path(logdir)
+    return [
+        RunSpec(path, path.stem, seed, logdir, total_steps, tuple(overrides))
+        for path in paths for seed in range(first_seed, first_seed + seeds)
+    ]
+
+
+@dataclass
+class _Active:
+    spec: RunSpec
+    process: subprocess.Popen
+    log: object
+    started: float = field(default_factory=time.monotonic)
+
+
+def _format_status(specs: Sequence[RunSpec], active: dict[RunSpec, _Active], done: dict[RunSpec, str]) -> str:
+    lines = []
+    for spec in specs:
+        label = f"{spec.config_name}/seed{spec.seed}"
+        if spec in done:
+            lines.append(f"  {label:32s} {done[spec]}")
+            continue
+        progress = read_progress(spec.run_dir) if spec in active else None
+        if progress is None:
+            lines.append(f"  {label:32s} {'starting' if spec in active else 'waiting'}")
+            continue
+        step, total = progress.get("step", 0), progress.get("total_steps") or 0
+        sps = progress.get("sps") or 0.0
+        ret = progress.get("episodic_return")
+        eta = (total - step) / sps if sps > 0 else float("nan")
+        ret_text = f"{ret:9.1f}" if isinstance(ret, (int, float)) else "      n/a"
+        eta_text = f"{eta / 60:6.1f} min" if eta == eta else "     n/a"
+        lines.append(f"  {label:32s} {step:>10,d}/{total:<10,d} return {ret_text}  ETA {eta_text}")
+    return "\n".join(lines)
+
+
+def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: float = 2.0,
+              stream=sys.stderr) -> dict[str, list[str]]:
+    """Runs the specs as child processes, ``workers`` at a time (default: one per core), with a live
+    table of their progress. Ctrl-C stops every child cleanly (each saves a checkpoint) and returns.
+    """
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise CompareError(f"--workers must be at least 1, got {workers}")
+    pending = [s for s in specs if not s.is_finished()]
+    done: dict[RunSpec, str] = {s: "finished earlier: skipped" for s in specs if s not in pending}
+    active: dict[RunSpec, _Active] = {}
+    outcome: dict[str, list[str]] = {"finished": [], "failed": [], "skipped": [], "interrupted": []}
+    outcome["skipped"] = [str(s.run_dir) for s in done]
+    # Each child trains single-threaded per core; more torch threads per child would oversubscribe.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    interactive = stream.isatty()
+    last_drawn = 0.0
+    try:
+        while pending or active:
+            while pending and len(active) < workers:
+                spec = pending.pop(0)
+                spec.run_dir.mkdir(parents=True, exist_ok=True)
+                log = (spec.run_dir / "train.log").open("a")
+                process = subprocess.Popen(spec.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                           start_new_session=True)
+                active[spec] = _Active(spec, process, log)
+            for spec, entry in list(active.items()):
+                code = entry.process.poll()
+                if code is None:
+                    continue
+                entry.log.close()
+                del active[spec]
+                if code == 0:
+                    done[spec] = "finished"
+                    outcome["finished"].append(str(spec.run_dir))
+                else:
+                    done[spec] = f"FAILED (exit {code}): see {spec.run_dir / 'train.log'}"
+                    outcome["failed"].append(str(spec.run_dir))
+            now = time.monotonic()
+            if now - last_drawn >= refresh or not (pending or active):
+                table = _format_status(specs, active, done)
+                if interactive:
+                    stream.write("\x1b[H\x1b[2J" + "rl-plasticity compare\n" + table + "\n")
+                else:
+                    stream.write(table + "\n\n")
+                stream.flush()
+                last_drawn = now
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        stream.write("\nstopping: every running training saves a checkpoint and exits...\n")
+        for entry in active.values():
+            entry.process.send_signal(signal.SIGINT)
+        for spec, entry in active.items():
+            try:
+                entry.process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                entry.process.kill()
+            entry.log.close()
+            outcome["interrupted"].append(str(spec.run_dir))
+        stream.write("stopped; run the same command again to continue where the runs left off\n")
+    return outcome
+
+
+def write_manifest(specs: Sequence[RunSpec], logdir: Path) -> None:
+    """Records what the comparison holds, so a report can name the configs and seeds it expects."""
+    manifest = [{"config": s.config_name, "config_path": str(s.config_path), "seed": s.seed,
+                 "run_dir": str(s.run_dir)} for s in specs]
+    logdir.mkdir(parents=True, exist_ok=True)
+    (logdir / "compare.json").write_text(json.dumps(manifest, indent=2))
+
+
+__all__ = ["PROGRESS_FILE", "CompareError", "RunSpec", "run_local", "run_matrix", "write_manifest"]
