@@ -1,0 +1,371 @@
+"""PPO for continuous actions over a Gymnasium vector env, optionally with continual backprop.
+
+Read it top to bottom: `PPO.__init__` builds the two networks, the one Adam and (optionally) one
+`ContinualBackprop` per network; `collect_rollout` steps the envs and computes advantages;
+`update` runs the clipped-objective epochs. Everything the algorithm needs to continue exactly
+(networks, optimizer, CBP, normalisers, RNG, counters) is in `state_dict`.
+
+The vector env must autoreset in the SAME step (``autoreset_mode=SAME_STEP``), so a finished episode's
+last observation arrives in ``info["final_obs"]`` while ``obs`` already starts the next one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from agents.advantage import compute_gae
+from agents.networks import FastForward, GaussianPolicy, ValueFunction, linear_layers
+from agents.normalization import ObservationNormalizer, RewardScaler
+from agents.settings import CBPSettings, OptimizerSettings, PPOSettings
+from rl_plasticity import ContinualBackprop
+
+UPDATE_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
+                "policy_grad_norm", "value_grad_norm")
+
+
+@dataclass
+class Episode:
+    """A finished episode: the global env step it ended at, its undiscounted return and its length."""
+
+    step: int
+    episodic_return: float
+    length: int
+
+
+@dataclass
+class Rollout:
+    """What one `PPO.collect_rollout` saw: finished episodes and the info dict of its last step."""
+
+    episodes: list[Episode] = field(default_factory=list)
+    last_info: dict[str, Any] = field(default_factory=dict)
+
+
+class PPO:
+    """Clipped PPO with a Gaussian policy-mean MLP, a value MLP and one Adam over both.
+
+    Args:
+        envs: a Gymnasium vector env with Box observation and action spaces and same-step autoreset.
+        settings, optimizer, cbp: hyperparameters (see `agents.settings`); ``cbp=None`` or
+            ``cbp.enabled=False`` is plain PPO.
+        total_steps: length of the run in env steps; needed for ``optimizer.anneal_lr``.
+        seed: seeds the env resets, exploration noise, minibatch order and CBP's draws. Network
+            initialisation uses torch's global RNG: call ``torch.manual_seed`` first for reproducibility.
+    """
+
+    def __init__(self, envs: Any, settings: PPOSettings, optimizer: OptimizerSettings,
+                 cbp: CBPSettings | None = None, *, total_steps: int | None = None, seed: int = 0) -> None:
+        self.envs = envs
+        self.settings = settings
+        self.optimizer_settings = optimizer
+        self.seed = seed
+        self.num_envs = int(envs.num_envs)
+        self.obs_dim, self.action_dim = _space_dims(envs)
+        self.batch_size = settings.rollout_steps * self.num_envs
+        if self.batch_size % settings.minibatch_size:
+            raise ValueError(
+                f"minibatch_size {settings.minibatch_size} does not divide the batch of {self.batch_size} "
+                f"(rollout_steps {settings.rollout_steps} x {self.num_envs} envs)"
+            )
+        if optimizer.anneal_lr and not total_steps:
+            raise ValueError("anneal_lr needs total_steps (the run length the learning rate decays over)")
+        self.num_iterations = math.ceil(total_steps / self.batch_size) if total_steps else None
+        self.generator = torch.Generator().manual_seed(seed)
+
+        hidden, act = settings.hidden_sizes, settings.activation
+        self.policy = GaussianPolicy(self.obs_dim, self.action_dim, hidden, act, settings.init,
+                                     settings.log_std_init)
+        self.value = ValueFunction(self.obs_dim, hidden, act, settings.init)
+        self._policy_params = list(self.policy.parameters())
+        self._value_params = list(self.value.parameters())
+        # One Adam over everything, as in the paper; the fused CPU kernel is the fastest of torch's three.
+        self.optimizer = torch.optim.Adam(
+            self._policy_params + self._value_params, lr=optimizer.lr, betas=tuple(optimizer.betas),
+            eps=optimizer.eps, weight_decay=optimizer.weight_decay, fused=True,
+        )
+        self.cbp_policy: ContinualBackprop | None = None
+        self.cbp_value: ContinualBackprop | None = None
+        if cbp is not None and cbp.enabled:
+            # Both hook the same optimizer: each runs a generate-and-test step after every minibatch update.
+            self.cbp_policy = self._attach_cbp(self.policy.mean_net, cbp, seed_offset=1)
+            self.cbp_value = self._attach_cbp(self.value.net, cbp, seed_offset=2)
+        self._policy_mean_fast = FastForward(self.policy.mean_net, act)
+
+        self.obs_normalizer = ObservationNormalizer(self.obs_dim, settings.obs_clip) \
+            if settings.normalize_obs else None
+        self.reward_scaler = RewardScaler(self.num_envs, settings.gamma, settings.reward_clip) \
+            if settings.normalize_reward else None
+        space = envs.single_action_space
+        self._action_low = np.asarray(space.low, dtype=np.float32)
+        self._action_high = np.asarray(space.high, dtype=np.float32)
+
+        # Rollout storage, allocated once; numpy views share memory with the torch tensors.
+        steps, n = settings.rollout_steps, self.num_envs
+        self.obs = torch.zeros((steps, n, self.obs_dim))
+        self.actions = torch.zeros((steps, n, self.action_dim))
+        self._obs_np, self._actions_np = self.obs.numpy(), self.actions.numpy()
+        self.rewards = np.zeros((steps, n), dtype=np.float32)
+        self.terminated = np.zeros((steps, n), dtype=bool)
+        self.truncated = np.zeros((steps, n), dtype=bool)
+        self.logprobs = torch.zeros((steps, n))
+        self.values = torch.zeros((steps, n))
+        self.advantages = torch.zeros((steps, n))
+        self.returns = torch.zeros((steps, n))
+
+        self.global_step = 0
+        self.updates_done = 0
+        self._next_obs: np.ndarray | None = None
+        self._episode_return = np.zeros(n, dtype=np.float64)
+        self._episode_length = np.zeros(n, dtype=np.int64)
+        #: seconds spent per phase, cumulative: env stepping, per-step inference and bookkeeping,
+        #: post-rollout values and GAE, and updates (CBP included)
+        self.timings = {"env": 0.0, "inference": 0.0, "advantage": 0.0, "update": 0.0}
+
+    def _attach_cbp(self, mlp: torch.nn.Module, cbp: CBPSettings, seed_offset: int) -> ContinualBackprop:
+        return ContinualBackprop(
+            linear_layers(mlp), self.optimizer, replacement_rate=cbp.replacement_rate,
+            maturity_threshold=cbp.maturity_threshold, decay_rate=cbp.decay_rate, utility=cbp.utility,
+            init=cbp.init, bias_correction=cbp.bias_correction,
+            reset_optimizer_state=cbp.reset_optimizer_state, accumulate=cbp.accumulate,
+            generator=torch.Generator().manual_seed(self.seed * 1000 + seed_offset),
+        )
+
+    # ------------------------------------------------------------------ rollout
+    def _observe(self, obs: np.ndarray) -> np.ndarray:
+        return self.obs_normalizer(obs) if self.obs_normalizer is not None else obs
+
+    def collect_rollout(self) -> Rollout:
+        """Step the envs ``rollout_steps`` times, then compute values, log-probs, advantages and returns."""
+        started = time.perf_counter()
+        if self._next_obs is None:
+            # Offset by the step so that episodes restarted after a resume do not replay the first ones.
+            first_obs, _ = self.envs.reset(seed=self.seed + self.global_step)
+            self._next_obs = self._observe(first_obs)
+        s = self.settings
+        bootstrap = s.bootstrap_truncation
+        rollout = Rollout()
+        # Values and log-probs are batched after the loop (the parameters do not change during a rollout),
+        # so each step needs only the policy mean plus pre-drawn noise.
+        noise = (torch.randn((s.rollout_steps, self.num_envs, self.action_dim), generator=self.generator)
+                 * self.policy.log_std.detach().exp()).numpy()
+        policy_mean = self._policy_mean_fast
+        policy_mean.refresh()
+        pending_final: list[tuple[int, int, np.ndarray]] = []
+        obs, env_seconds, clock = self._next_obs, 0.0, time.perf_counter
+        for t in range(s.rollout_steps):
+            self._obs_np[t] = obs
+            action = np.add(policy_mean(self._obs_np[t]), noise[t], out=self._actions_np[t])
+            if s.clip_actions:
+                action = np.clip(action, self._action_low, self._action_high)
+            tick = clock()
+            obs, reward, terminated, truncated, info = self.envs.step(action)
+            env_seconds += clock() - tick
+
+            self.terminated[t], self.truncated[t] = terminated, truncated
+            self._episode_return += reward
+            self._episode_length += 1
+            ended = terminated | truncated
+            if self.reward_scaler is not None:
+                reward = self.reward_scaler(reward, ended)
+            self.rewards[t] = reward
+            if ended.any():
+                self._finish_episodes(ended, t, rollout)
+                if bootstrap:
+                    for i in np.flatnonzero(truncated & ~terminated):
+                        final = info["final_obs"][i][None]
+                        pending_final.append((t, i, self._observe_final(final)))
+            obs = self._observe(obs)
+        self._next_obs = obs
+        self.global_step += self.batch_size
+        rollout.last_info = info
+        self.timings["env"] += env_seconds
+        self.timings["inference"] += time.perf_counter() - started - env_seconds
+
+        tick = time.perf_counter()
+        self._compute_advantages(pending_final)
+        self.timings["advantage"] += time.perf_counter() - tick
+        return rollout
+
+    def _observe_final(self, final_obs: np.ndarray) -> np.ndarray:
+        if self.obs_normalizer is None:
+            return final_obs
+        return self.obs_normalizer(final_obs, update=False)
+
+    def _finish_episodes(self, ended: np.ndarray, t: int, rollout: Rollout) -> None:
+        end_step = self.global_step + (t + 1) * self.num_envs
+        for i in np.flatnonzero(ended):
+            rollout.episodes.append(Episode(end_step, float(self._episode_return[i]),
+                                            int(self._episode_length[i])))
+        self._episode_return[ended] = 0.0
+        self._episode_length[ended] = 0
+
+    @torch.no_grad()
+    def _compute_advantages(self, pending_final: list[tuple[int, int, np.ndarray]]) -> None:
+        s, steps, n = self.settings, self.settings.rollout_steps, self.num_envs
+        flat_obs = self.obs.view(-1, self.obs_dim)
+        self.values.copy_(self.value(flat_obs).view(steps, n))
+        flat_actions = self.actions.view(-1, self.action_dim)
+        self.logprobs.copy_(self.policy.log_prob(flat_obs, flat_actions).view(steps, n))
+        last_values = self.value(_as_float_tensor(self._next_obs)).numpy()
+        final_values = np.zeros((steps, n), dtype=np.float32)
+        if pending_final:
+            batch = _as_float_tensor(np.concatenate([obs for _, _, obs in pending_final]))
+            for (t, i, _), v in zip(pending_final, self.value(batch).tolist(), strict=True):
+                final_values[t, i] = v
+        advantages, returns = compute_gae(
+            self.rewards, self.values.numpy(), self.terminated, self.truncated, final_values, last_values,
+            s.gamma, s.gae_lambda, s.bootstrap_truncation,
+        )
+        self.advantages.copy_(torch.from_numpy(advantages))
+        self.returns.copy_(torch.from_numpy(returns))
+
+    # ------------------------------------------------------------------ update
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate the next update uses."""
+        lr = self.optimizer_settings.lr
+        if self.optimizer_settings.anneal_lr and self.num_iterations:
+            lr *= max(0.0, 1.0 - self.updates_done / self.num_iterations)
+        return lr
+
+    def update(self) -> dict[str, float]:
+        """``epochs`` passes of clipped-PPO minibatch steps over the last rollout; returns mean statistics."""
+        started = time.perf_counter()
+        s = self.settings
+        lr = self.learning_rate
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        obs = self.obs.view(-1, self.obs_dim)
+        actions = self.actions.view(-1, self.action_dim)
+        old_logprobs, old_values = self.logprobs.view(-1), self.values.view(-1)
+        returns, advantages = self.returns.view(-1), self.advantages.view(-1)
+        if s.norm_adv == "batch":
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        minibatches = self.batch_size // s.minibatch_size
+        records = torch.zeros((s.epochs * minibatches, len(UPDATE_STATS)))
+        for epoch in range(s.epochs):
+            order = torch.randperm(self.batch_size, generator=self.generator)
+            for m in range(minibatches):
+                index = order[m * s.minibatch_size:(m + 1) * s.minibatch_size]
+                records[epoch * minibatches + m] = self._minibatch_step(
+                    obs[index], actions[index], old_logprobs[index], old_values[index], returns[index],
+                    advantages[index],
+                )
+        self.updates_done += 1
+        stats = dict(zip(UPDATE_STATS, records.mean(0).tolist(), strict=True))
+        stats["explained_variance"] = _explained_variance(self.values.view(-1), self.returns.view(-1))
+        stats["learning_rate"] = lr
+        self.timings["update"] += time.perf_counter() - started
+        return stats
+
+    def _minibatch_step(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, old_values: Tensor,
+                        returns: Tensor, advantages: Tensor) -> Tensor:
+        s = self.settings
+        if s.norm_adv == "minibatch":
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        log_ratio = self.policy.log_prob(obs, actions) - old_logprobs
+        ratio = log_ratio.exp()
+        policy_loss = torch.max(-advantages * ratio,
+                                -advantages * ratio.clamp(1.0 - s.clip_coef, 1.0 + s.clip_coef)).mean()
+        values = self.value(obs)
+        value_loss = (values - returns).square()
+        if s.clip_vloss:
+            clipped = old_values + (values - old_values).clamp(-s.clip_coef, s.clip_coef)
+            value_loss = torch.max(value_loss, (clipped - returns).square())
+        value_loss = value_loss.mean()
+        entropy = self.policy.entropy()
+        loss = policy_loss + s.vf_coef * value_loss - s.ent_coef * entropy
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        policy_norm = torch.nn.utils.get_total_norm([p.grad for p in self._policy_params])
+        value_norm = torch.nn.utils.get_total_norm([p.grad for p in self._value_params])
+        if s.max_grad_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(self._policy_params + self._value_params, s.max_grad_norm,
+                                                 torch.hypot(policy_norm, value_norm))
+        self.optimizer.step()  # CBP's generate-and-test runs here, through its post-step hooks
+
+        with torch.no_grad():
+            approx_kl = ((ratio - 1.0) - log_ratio).mean()
+            clipfrac = ((ratio - 1.0).abs() > s.clip_coef).float().mean()
+            return torch.stack([policy_loss.detach(), value_loss.detach(), entropy.detach(), approx_kl,
+                                clipfrac, policy_norm, value_norm])
+
+    def restart_episodes(self) -> None:
+        """Forget the episodes in progress: the next rollout resets the envs (after restoring a state into
+        freshly built envs, whose simulators are not where the saved observations came from)."""
+        self._next_obs = None
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+        if self.reward_scaler is not None:
+            self.reward_scaler.returns[:] = 0.0
+
+    # ------------------------------------------------------------------ inspection and persistence
+    def recent_observations(self, count: int) -> Tensor:
+        """The last ``count`` observations of the latest rollout (as the networks saw them)."""
+        return self.obs.view(-1, self.obs_dim)[-count:]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training: networks, optimizer, CBP, normalisers, RNG, counters."""
+        return {
+            "policy": self.policy.state_dict(),
+            "value": self.value.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "cbp_policy": self.cbp_policy.state_dict() if self.cbp_policy else None,
+            "cbp_value": self.cbp_value.state_dict() if self.cbp_value else None,
+            "obs_normalizer": self.obs_normalizer.state_dict() if self.obs_normalizer else None,
+            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else None,
+            "generator": self.generator.get_state(),
+            "global_step": self.global_step,
+            "updates_done": self.updates_done,
+            "episode_return": self._episode_return.copy(),
+            "episode_length": self._episode_length.copy(),
+            "next_obs": None if self._next_obs is None else np.array(self._next_obs),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("cbp_policy", "cbp_value", "obs_normalizer", "reward_scaler"):
+            if (state[name] is None) != (getattr(self, name) is None):
+                saved = "without" if state[name] is None else "with"
+                raise ValueError(f"the state was saved {saved} {name}; build the agent with the same "
+                                 f"settings")
+        self.policy.load_state_dict(state["policy"])
+        self.value.load_state_dict(state["value"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for name in ("cbp_policy", "cbp_value", "obs_normalizer", "reward_scaler"):
+            if state[name] is not None:
+                getattr(self, name).load_state_dict(state[name])
+        self.generator.set_state(state["generator"])
+        self.global_step = int(state["global_step"])
+        self.updates_done = int(state["updates_done"])
+        self._episode_return = np.array(state["episode_return"], dtype=np.float64)
+        self._episode_length = np.array(state["episode_length"], dtype=np.int64)
+        self._next_obs = None if state["next_obs"] is None else np.array(state["next_obs"])
+
+
+def _space_dims(envs: Any) -> tuple[int, int]:
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    obs_shape, action_shape = getattr(obs_space, "shape", None), getattr(action_space, "shape", None)
+    if not obs_shape or len(obs_shape) != 1 or not hasattr(action_space, "low") \
+            or not action_shape or len(action_shape) != 1:
+        raise ValueError(
+            f"PPO needs flat Box observation and action spaces (continuous control); got observations "
+            f"{obs_space} and actions {action_space}"
+        )
+    return int(obs_shape[0]), int(action_shape[0])
+
+
+def _as_float_tensor(array: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.asarray(array, dtype=np.float32))
+
+
+def _explained_variance(predicted: Tensor, target: Tensor) -> float:
+    variance = float(target.var())
+    return math.nan if variance == 0 else 1.0 - float((target - predicted).var()) / variance

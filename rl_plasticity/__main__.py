@@ -1,0 +1,7 @@
+"""``python -m rl_plasticity``: the same as the ``rl-plasticity`` command."""
+
+import sys
+
+from rl_plasticity.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""The ``rl-plasticity`` command (also ``python -m rl_plasticity``).
+
+Subcommands register themselves in `COMMANDS`: each adds its arguments to a subparser and returns an
+exit code. User errors (bad config, missing file, unknown env id, existing run directory) print one
+message on stderr naming the problem and the fix, and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+USER_ERROR = 2
+INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A mistake in the command line; printed without a traceback."""
+
+
+# ---------------------------------------------------------------------- train
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config, e.g. configs/quickstart/cbp.yaml")
+    parser.add_argument("--seed", type=int, help="run.seed (also names the default run directory)")
+    parser.add_argument("--total-steps", type=_positive_int, help="run.total_steps: env steps to train for")
+    parser.add_argument("--logdir", default="runs", help="parent directory of the run (default: runs)")
+    parser.add_argument("--run-name", help="run directory under LOGDIR (default: <config stem>/seed<seed>, "
+                        "the layout `rl-plasticity report` groups by)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set optimizer.lr=3e-4 (repeatable)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from rl_plasticity.experiment.config import load_config
+    from rl_plasticity.experiment.runner import Trainer
+
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"run.seed={args.seed}")
+    if args.total_steps is not None:
+        overrides.append(f"run.total_steps={args.total_steps}")
+    config = load_config(args.config, overrides)
+    run_name = args.run_name or f"{Path(args.config).stem}/seed{config.run.seed}"
+    run_dir = Path(args.logdir) / run_name
+    _prepare_run_dir(run_dir, args.overwrite)
+
+    trainer = Trainer(config, run_dir)
+    print(f"training {args.config} (preset {config.preset}, cbp {'on' if config.cbp.enabled else 'off'}) on "
+          f"{config.env.id} for {config.run.total_steps:,} steps -> {run_dir}", file=sys.stderr)
+    try:
+        summary = trainer.train(progress=not args.quiet)
+    except KeyboardInterrupt:
+        saved = trainer.checkpoints[-1] if trainer.checkpoints else None
+        print(f"\ninterrupted at step {trainer.agent.global_step:,}; checkpoint: {saved}", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        trainer.close()
+    print(f"done: {summary.global_step:,} steps in {summary.seconds:.0f} s, {summary.episodes} episodes, "
+          f"mean return of the last {min(summary.episodes, 20)}: {summary.recent_return:.1f}")
+    print(f"run directory: {run_dir} (config.yaml, checkpoints/, TensorBoard events)")
+    print(f"watch it: tensorboard --logdir {args.logdir}")
+    return 0
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"run directory {str(run_dir)!r} already exists; pass --overwrite to replace it, or "
+                        f"--run-name/--seed/--logdir to write elsewhere")
+    looks_like_run = (run_dir / "config.yaml").exists() or any(run_dir.glob("events.out.tfevents.*"))
+    if not looks_like_run:
+        raise UserError(f"--overwrite: {str(run_dir)!r} is not a run directory (no config.yaml or "
+                        f"TensorBoard "
+                        f"events), so it is left alone; choose another --run-name or --logdir")
+    shutil.rmtree(run_dir)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer such as 100000, got {text!r}") \
+            from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------- config
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="print this config resolved (preset, file, overrides); "
+                        "without it, list every key with its default and meaning")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable)")
+    parser.add_argument("--preset", default="dohare", help="preset whose defaults the key list shows")
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from rl_plasticity.experiment.config import (
+        PRESETS,
+        ConfigError,
+        config_to_yaml,
+        describe_keys,
+        load_config,
+    )
+
+    if args.config is not None or args.overrides:
+        print(config_to_yaml(load_config(args.config, args.overrides)), end="")
+        return 0
+    if args.preset not in PRESETS:
+        raise ConfigError(f"--preset {args.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
+    print(f"config keys (defaults under preset {args.preset}):")
+    for key, type_name, default, doc in describe_keys(args.preset):
+        print(f"  {key} ({type_name}, default {default!r})\n      {doc}")
+    return 0
+
+
+# ---------------------------------------------------------------------- entry point
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+COMMANDS: list[Command] = [
+    ("train", add_train_arguments, run_train),
+    ("config", add_config_arguments, run_config),
+]
+_HELP = {
+    "train": "train PPO or PPO+CBP from a YAML config, logging to TensorBoard",
+    "config": "show a resolved config, or list every config key",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rl-plasticity",
+        description="Train PPO and PPO+continual backprop on non-stationary MuJoCo tasks and watch their "
+                    "plasticity in TensorBoard.",
+    )
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, add_arguments, handler in COMMANDS:
+        sub = subcommands.add_parser(name, help=_HELP.get(name), description=_HELP.get(name))
+        add_arguments(sub)
+        sub.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rl_plasticity.experiment.config import ConfigError
+
+    try:
+        return args.handler(args)
+    except (ConfigError, UserError, FileNotFoundError) as error:
+        print(f"rl-plasticity {args.command}: error: {error}", file=sys.stderr)
+        return USER_ERROR
+    except BrokenPipeError:
+        # The reader went away (`rl-plasticity config | head`): not an error; silence the final flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

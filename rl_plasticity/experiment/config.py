@@ -1,0 +1,389 @@
+"""Experiment configs: typed dataclasses loaded from YAML, validated on load, with dotted overrides.
+
+A config file has a ``preset`` (``dohare`` or ``cleanrl``) that sets the ``ppo`` and ``optimizer``
+defaults, and sections that override them::
+
+    preset: dohare
+    env: {id: SlipperyAnt-v5, change_every: 2000000}
+    optimizer: {betas: [0.99, 0.99], weight_decay: 1.0e-4}
+    cbp: {enabled: true}
+    run: {total_steps: 20000000}
+
+Every key is documented in its field's ``metadata["doc"]``; `describe_keys` lists them all. Mistakes
+raise `ConfigError` naming the key, the problem, the allowed values and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import UnionType
+from typing import Any
+
+import yaml
+
+from agents.settings import PRESETS, CBPSettings, OptimizerSettings, PPOSettings, setting
+
+VECTORIZATION_MODES = ("sync", "async")
+CHANGE_AT_MODES = ("episode", "immediate")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key, the problem and the fix."""
+
+
+@dataclass
+class EnvConfig:
+    """The environment; schedule keys reach only the drifting envs registered by the ``envs`` package."""
+
+    id: str = setting("SlipperyAnt-v5", "Gymnasium env id, e.g. SlipperyAnt-v5, Hopper-v5, Pendulum-v1")
+    num_envs: int = setting(1, "env copies stepped together (the paper: 1)", low=1)
+    vectorization: str = setting("sync", "sync (one process) or async (one subprocess per copy)",
+                                 choices=VECTORIZATION_MODES)
+    change_every: int = setting(2_000_000, "global env steps between physics changes (each copy gets "
+                                "change_every // num_envs); drifting envs only", low=1)
+    friction_range: tuple[float, float] = setting((0.02, 2.0), "(low, high) of the log-uniform friction "
+                                                  "draws; friction-drifting envs only", low=0.0,
+                                                  low_inclusive=False)
+    schedule_seed: int | None = setting(None, "seed of the physics sequence; null = run.seed (one "
+                                        "sequence per run, as in the paper)")
+    change_at: str = setting("episode", "episode: change at the first episode end after change_every "
+                             "steps (the paper); immediate: change mid-episode", choices=CHANGE_AT_MODES)
+    kwargs: dict[str, Any] = setting({}, "extra keyword arguments for gym.make (e.g. schedule: cyclic)")
+
+
+@dataclass
+class LogConfig:
+    """TensorBoard logging; every scalar's step is the global env step."""
+
+    probe_every: int = setting(20_480, "env steps between plasticity probes of both networks (dormant "
+                               "and inactive fractions, ranks, weight magnitude); 0 = never", low=0)
+    probe_batch: int = setting(1024, "recent rollout observations the probes run on", low=2)
+    histogram_every: int = setting(204_800, "env steps between CBP utility histograms; 0 = never", low=0)
+    progress_bar: bool = setting(True, "live progress bar on a terminal (plain status lines otherwise)")
+
+
+@dataclass
+class RunConfig:
+    """Length, seeding, checkpoints and threads of one run."""
+
+    total_steps: int = setting(20_000_000, "env steps to train for (rounded up to whole rollouts)", low=1)
+    seed: int = setting(0, "seeds networks, env resets, exploration and CBP", low=0)
+    checkpoint_every: int = setting(1_000_000, "env steps between checkpoints (one is always written at "
+                                    "the end); 0 = only at the end", low=0)
+    torch_threads: int = setting(1, "torch CPU threads; 1 is fastest for batch-1 rollout inference", low=1)
+    update_threads: int | None = setting(None, "torch threads during updates; null = torch_threads (2 "
+                                         "speeds the 2x256 update up on an idle 2-core machine)", low=1)
+
+
+@dataclass
+class Config:
+    """A whole experiment. ``preset`` picks the ppo/optimizer defaults the sections override."""
+
+    preset: str = setting("dohare", "dohare (the paper's PPO) or cleanrl (CleanRL's ppo_continuous_action)",
+                          choices=tuple(PRESETS))
+    env: EnvConfig = field(default_factory=EnvConfig)
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    cbp: CBPSettings = field(default_factory=CBPSettings)
+    log: LogConfig = field(default_factory=LogConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+_CONFIG_HINTS = typing.get_type_hints(Config)
+SECTIONS: dict[str, type] = {
+    f.name: _CONFIG_HINTS[f.name] for f in dataclasses.fields(Config) if f.name != "preset"
+}
+ALL_KEYS = ["preset"] + [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+# Names users bring from CleanRL and Stable-Baselines3, pointed at ours.
+_ALIASES = {
+    "learning_rate": "optimizer.lr", "num_steps": "ppo.rollout_steps", "n_steps": "ppo.rollout_steps",
+    "update_epochs": "ppo.epochs", "n_epochs": "ppo.epochs", "batch_size": "ppo.minibatch_size",
+    "total_timesteps": "run.total_steps", "env_id": "env.id", "clip_range": "ppo.clip_coef",
+    "num_minibatches": "ppo.minibatch_size", "adam_eps": "optimizer.eps", "seed": "run.seed",
+    "lr": "optimizer.lr", "anneal_lr": "optimizer.anneal_lr", "num_envs": "env.num_envs",
+}
+
+
+# ---------------------------------------------------------------------- loading
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (or start from the defaults if None), apply ``key=value`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {source!r} not found; pass the path of a YAML config, e.g. "
+                              f"configs/quickstart/ppo.yaml")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{source} is not valid YAML: {error}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{source} must hold a mapping of sections (preset, env, ppo, ...), "
+                              f"not a {type(loaded).__name__}")
+        raw = loaded or {}
+    layers = [(source, raw)] + [("--set " + item, parse_override(item)) for item in overrides]
+    return build_config(layers)
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``"ppo.gamma=0.9"`` -> ``{"ppo": {"gamma": 0.9}}``; the value is read as YAML."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not key=value; write e.g. --set optimizer.lr=3e-4")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    *parents, leaf = key.split(".")
+    nested: dict[str, Any] = {leaf: value}
+    for parent in reversed(parents):
+        nested = {parent: nested}
+    return nested
+
+
+def build_config(layers: list[tuple[str, dict[str, Any]]]) -> Config:
+    """Merge ``(source, mapping)`` layers over the chosen preset and validate the result."""
+    for source, mapping in layers:
+        _check_known_keys(mapping, source)
+    preset = "dohare"
+    for source, mapping in layers:
+        if "preset" in mapping:
+            preset = _coerce(mapping["preset"], str, "preset", source, _metadata(Config, "preset"))
+    merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    sources: dict[str, str] = {}
+    for name, values in PRESETS[preset].items():
+        merged[name].update(values)
+        sources.update({f"{name}.{key}": f"preset {preset}" for key in values})
+    for source, mapping in layers:
+        for section, values in mapping.items():
+            if section == "preset":
+                continue
+            merged[section].update(values)
+            sources.update({f"{section}.{key}": source for key in values})
+
+    sections = {name: _build_section(name, cls, merged[name], sources) for name, cls in SECTIONS.items()}
+    config = Config(preset=preset, **sections)
+    _check_consistency(config, sources)
+    return config
+
+
+def _check_known_keys(mapping: dict[str, Any], source: str) -> None:
+    for section, values in mapping.items():
+        if section == "preset":
+            continue
+        if section not in SECTIONS:
+            hint = _did_you_mean(section, ["preset", *SECTIONS]) or _did_you_mean(section, ALL_KEYS)
+            raise ConfigError(f"{source}: unknown section {section!r}{hint}; sections are: preset, "
+                              f"{', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping of keys, got {values!r}; "
+                              f"write e.g. `{section}:` followed by indented `key: value` lines")
+        known = [f.name for f in dataclasses.fields(SECTIONS[section])]
+        for key in values:
+            if key not in known:
+                hint = _did_you_mean(f"{section}.{key}", [f"{section}.{k}" for k in known]) \
+                    or _did_you_mean(str(key), ALL_KEYS)
+                raise ConfigError(f"{source}: unknown key {section}.{key}{hint}; {section} keys are: "
+                                  f"{', '.join(known)} (`rl-plasticity config` lists every key)")
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    """A hint naming the closest candidate: a known alias, else the closest name, else the closest leaf."""
+    leaf = word.rsplit(".", 1)[-1]
+    if _ALIASES.get(leaf) in candidates:
+        return f" (did you mean {_ALIASES[leaf]}?)"
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    if not close:
+        leaves = {c.rsplit(".", 1)[-1]: c for c in candidates}
+        close = [leaves[m] for m in difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)]
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _metadata(cls: type, name: str) -> dict[str, Any]:
+    return next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any], sources: dict[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            key = f"{name}.{f.name}"
+            kwargs[f.name] = _coerce(values[f.name], hints[f.name], key, sources[key], f.metadata)
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------- type and range checks
+def _coerce(value: Any, hint: Any, key: str, source: str, meta: dict[str, Any]) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _coerce(value, hint, key, source, meta)
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise _type_error(key, source, value, f"a list of {len(args)} numbers, e.g. [0.9, 0.999]")
+        return tuple(_coerce(v, a, key, source, meta) for v, a in zip(value, args, strict=True))
+    if origin is list:
+        if not isinstance(value, list | tuple) or not value:
+            raise _type_error(key, source, value, "a non-empty list, e.g. [256, 256]")
+        return [_coerce(v, args[0], key, source, meta) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, source, value, "a mapping, e.g. {schedule: cyclic}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _type_error(key, source, value, "true or false")
+        return value
+    if hint is int:
+        number = _number(value)
+        if number is None or number != int(number):
+            raise _type_error(key, source, value, "an integer, e.g. 2048 or 2e6")
+        return _check_range(int(number), key, source, meta)
+    if hint is float:
+        number = _number(value)
+        if number is None:
+            raise _type_error(key, source, value, "a number, e.g. 3e-4")
+        return _check_range(float(number), key, source, meta)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _type_error(key, source, value, "a string")
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            hint_text = _did_you_mean(value, list(choices))
+            raise ConfigError(f"{source}: {key} = {value!r} is not allowed{hint_text}; choose one of: "
+                              f"{', '.join(choices)}")
+        return value
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value.replace("_", ""))
+        except ValueError:
+            return None
+    return None
+
+
+def _type_error(key: str, source: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {expected}"
+                       f"{_default_hint(key)}")
+
+
+def _default_hint(key: str) -> str:
+    defaults = dict(flat_items(Config()))
+    if key not in defaults:
+        return ""
+    return f" (default: {key}: {yaml.safe_dump(defaults[key], default_flow_style=True).strip()})" \
+        .replace("\n...", "")
+
+
+def _check_range(value: float, key: str, source: str, meta: dict[str, Any]) -> Any:
+    low, high = meta.get("low"), meta.get("high")
+    too_low = low is not None and (value < low if meta.get("low_inclusive", True) else value <= low)
+    too_high = high is not None and (value > high if meta.get("high_inclusive", True) else value >= high)
+    if too_low or too_high:
+        raise ConfigError(f"{source}: {key} = {value!r} is out of range; it must be {_describe_range(meta)}"
+                          f"{_default_hint(key)}")
+    return value
+
+
+def _describe_range(meta: dict[str, Any]) -> str:
+    low, high = meta.get("low"), meta.get("high")
+    parts = []
+    if low is not None:
+        parts.append(f"{'>=' if meta.get('low_inclusive', True) else '>'} {low:g}")
+    if high is not None:
+        parts.append(f"{'<=' if meta.get('high_inclusive', True) else '<'} {high:g}")
+    return " and ".join(parts)
+
+
+def _check_consistency(config: Config, sources: dict[str, str]) -> None:
+    ppo, env = config.ppo, config.env
+    batch = ppo.rollout_steps * env.num_envs
+    if batch % ppo.minibatch_size:
+        where = sources.get("ppo.minibatch_size", "defaults")
+        raise ConfigError(
+            f"{where}: ppo.minibatch_size = {ppo.minibatch_size} does not divide the batch of {batch} "
+            f"(ppo.rollout_steps {ppo.rollout_steps} x env.num_envs {env.num_envs}); pick a divisor, e.g. "
+            f"{_nearest_divisor(batch, ppo.minibatch_size)}"
+        )
+    low, high = env.friction_range
+    if low > high:
+        raise ConfigError(f"{sources.get('env.friction_range', 'defaults')}: env.friction_range = "
+                          f"[{low}, {high}] is inverted; write [low, high]")
+
+
+def _nearest_divisor(batch: int, wanted: int) -> int:
+    return min((d for d in range(1, batch + 1) if batch % d == 0), key=lambda d: abs(d - wanted))
+
+
+# ---------------------------------------------------------------------- output
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested data (tuples as lists) that `build_config` reads back to the same config."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for sections, flow style for short lists such as ``hidden_sizes: [256, 256]``."""
+
+
+_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=True))
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.dump(config_to_dict(config), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def flat_items(config: Config) -> list[tuple[str, Any]]:
+    """``("section.key", value)`` for every key, in declaration order."""
+    data = config_to_dict(config)
+    items: list[tuple[str, Any]] = [("preset", data.pop("preset"))]
+    for section, values in data.items():
+        items += [(f"{section}.{key}", value) for key, value in values.items()]
+    return items
+
+
+def describe_keys(preset: str = "dohare") -> list[tuple[str, str, Any, str]]:
+    """``(key, type, default under preset, doc)`` for every config key."""
+    defaults = dict(flat_items(build_config([("defaults", {"preset": preset})])))
+    rows = [("preset", "str", preset, _metadata(Config, "preset")["doc"])]
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{section}.{f.name}"
+            doc = f.metadata["doc"]
+            if f.metadata.get("choices"):
+                doc += f" [{'|'.join(f.metadata['choices'])}]"
+            elif f.metadata.get("low") is not None or f.metadata.get("high") is not None:
+                doc += f" [{_describe_range(f.metadata)}]"
+            rows.append((key, _type_name(hints[f.name]), defaults[key], doc))
+    return rows
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint):
+        return str(hint).replace("typing.", "")
+    return getattr(hint, "__name__", str(hint))

@@ -1,0 +1,98 @@
+"""Building the vector env a config describes, and reading the drifting physics back out of it."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import envs  # noqa: F401  (registers SlipperyAnt-v5 and the other drifting ids)
+from envs import PARAMETER_NAMES
+from rl_plasticity.experiment.config import ConfigError, EnvConfig
+
+
+def is_drifting_env(spec: gym.envs.registration.EnvSpec) -> bool:
+    """True for ids whose entry point lives in the ``envs`` package (they take the schedule kwargs)."""
+    entry_point = spec.entry_point if isinstance(spec.entry_point, str) else \
+        f"{spec.entry_point.__module__}:{spec.entry_point.__qualname__}"
+    return entry_point.split(":")[0].split(".")[0] == envs.__name__
+
+
+def _spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(
+            f"env.id: unknown Gymnasium env id {env_id!r}{hint}; use a registered id such as "
+            f"SlipperyAnt-v5, SlipperyHopper-v5, Hopper-v5 or Pendulum-v1"
+        ) from None
+
+
+def env_kwargs(config: EnvConfig, seed: int) -> dict[str, Any]:
+    """Keyword arguments for each copy: the schedule keys only for drifting envs, plus ``env.kwargs``."""
+    spec = _spec(config.id)
+    kwargs: dict[str, Any] = {}
+    if is_drifting_env(spec):
+        kwargs = {
+            # Every copy counts only its own steps.
+            "change_every": max(1, config.change_every // config.num_envs),
+            "schedule_seed": seed if config.schedule_seed is None else config.schedule_seed,
+            "change_at": config.change_at,
+        }
+        if spec.kwargs.get("parameter", "friction") == "friction":
+            kwargs["friction_range"] = tuple(config.friction_range)
+    kwargs.update(config.kwargs)
+    return kwargs
+
+
+def make_vector_env(config: EnvConfig, seed: int) -> gym.vector.VectorEnv:
+    """The config's env as a Gymnasium vector env with same-step autoreset (``info["final_obs"]``)."""
+    spec = _spec(config.id)
+    try:
+        vector_env = gym.make_vec(
+            spec, num_envs=config.num_envs, vectorization_mode=config.vectorization,
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+            **env_kwargs(config, seed),
+        )
+    except (TypeError, ValueError, gym.error.Error) as error:
+        raise ConfigError(f"env: cannot build {config.id!r} with these settings: {error}; check env.kwargs "
+                          f"and the schedule keys (env.change_every, env.friction_range, ...)") from None
+    action_space = vector_env.single_action_space
+    if not isinstance(action_space, gym.spaces.Box) or \
+            not isinstance(vector_env.single_observation_space, gym.spaces.Box):
+        vector_env.close()
+        raise ConfigError(f"env.id: {config.id!r} has actions {action_space}; PPO here needs continuous "
+                          f"(Box) "
+                          f"actions and observations: use a MuJoCo or classic-control continuous env")
+    return vector_env
+
+
+def physics_values(info: dict[str, Any]) -> dict[str, float]:
+    """The drifting parameters in a step's info (``friction`` etc.), averaged over the copies."""
+    values = {}
+    for name in PARAMETER_NAMES:
+        if name in info:
+            present = info.get(f"_{name}")
+            chosen = np.asarray(info[name], dtype=np.float64)
+            if present is not None:
+                chosen = chosen[np.asarray(present, dtype=bool)]
+            if chosen.size:
+                values[name] = float(chosen.mean())
+    return values
+
+
+def schedule_states(vector_env: gym.vector.VectorEnv) -> list[Any] | None:
+    """Every copy's schedule position (for checkpoints); None for envs without a schedule."""
+    try:
+        return list(vector_env.get_attr("schedule_state"))
+    except AttributeError:
+        return None
+
+
+def restore_schedule_states(vector_env: gym.vector.VectorEnv, states: list[Any] | None) -> None:
+    if states is not None:
+        vector_env.set_attr("schedule_state", states)

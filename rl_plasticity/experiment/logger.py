@@ -1,0 +1,89 @@
+"""TensorBoard logging of a PPO run: returns, losses, physics, plasticity of both networks, CBP.
+
+Every scalar's step is the global env step, so runs of different configs overlay. Tags:
+
+- ``charts/{episodic_return,episodic_length,SPS,learning_rate}``
+- ``losses/{policy_loss,value_loss,entropy,approx_kl,clipfrac,explained_variance}``
+- ``env/friction`` (and ``env/<parameter>`` for other drifting parameters)
+- ``plasticity/{policy,value}/layer{k}/{dormant_fraction,inactive_fraction,approx_rank,effective_rank,
+  weight_magnitude,feature_norm}`` and ``plasticity/{policy,value}/grad_norm`` (before clipping)
+- ``cbp/{policy,value}/layer{k}/replaced`` (cumulative; 0 without CBP) and the histograms
+  ``cbp/{policy,value}/layer{k}/utility``
+- the text ``hyperparameters``: every config key as a Markdown table
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from agents import PPO, Rollout, linear_layers
+from rl_plasticity import ContinualBackprop, PlasticityProbe
+from rl_plasticity.experiment.config import Config, flat_items
+from rl_plasticity.experiment.environment import physics_values
+
+LOSS_TAGS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance")
+
+
+class TrainingLogger:
+    """Writes one run's TensorBoard events into ``run_dir``."""
+
+    def __init__(self, run_dir: Path, agent: PPO, purge_step: int | None = None) -> None:
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        self.agent = agent
+        self.networks = {"policy": agent.policy.mean_net, "value": agent.value.net}
+        self.probes = {name: PlasticityProbe(linear_layers(net), model=net)
+                       for name, net in self.networks.items()}
+        self.cbps: dict[str, ContinualBackprop | None] = {"policy": agent.cbp_policy,
+                                                          "value": agent.cbp_value}
+        self.hidden_layers = len(agent.settings.hidden_sizes)
+
+    def hyperparameters(self, config: Config) -> None:
+        rows = "\n".join(f"| {key} | {value} |" for key, value in flat_items(config))
+        self.writer.add_text("hyperparameters", "| key | value |\n|---|---|\n" + rows, global_step=0)
+
+    def rollout(self, rollout: Rollout, step: int) -> None:
+        for episode in rollout.episodes:
+            self.writer.add_scalar("charts/episodic_return", episode.episodic_return, episode.step)
+            self.writer.add_scalar("charts/episodic_length", episode.length, episode.step)
+        for name, value in physics_values(rollout.last_info).items():
+            self.writer.add_scalar(f"env/{name}", value, step)
+
+    def update(self, stats: dict[str, float], step: int, steps_per_second: float) -> None:
+        add = self.writer.add_scalar
+        add("charts/SPS", steps_per_second, step)
+        add("charts/learning_rate", stats["learning_rate"], step)
+        for tag in LOSS_TAGS:
+            add(f"losses/{tag}", stats[tag], step)
+        for name in self.networks:
+            add(f"plasticity/{name}/grad_norm", stats[f"{name}_grad_norm"], step)
+            cbp = self.cbps[name]
+            replaced = cbp.replaced_total if cbp is not None else [0] * self.hidden_layers
+            for k, count in enumerate(replaced):
+                add(f"cbp/{name}/layer{k}/replaced", count, step)
+
+    def probe(self, step: int, batch_size: int) -> dict[str, dict[str, float]]:
+        """Plasticity metrics of both networks on the latest rollout's observations."""
+        inputs = self.agent.recent_observations(batch_size)
+        results = {}
+        for name, probe in self.probes.items():
+            results[name] = probe.measure(inputs)
+            for key, value in results[name].items():
+                self.writer.add_scalar(f"plasticity/{name}/{key}", value, step)
+        return results
+
+    def utility_histograms(self, step: int) -> None:
+        for name, cbp in self.cbps.items():
+            if cbp is None:
+                continue
+            for k, utility in enumerate(cbp.utilities()):
+                self.writer.add_histogram(f"cbp/{name}/layer{k}/utility", utility.to(torch.float64), step)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
