@@ -18,6 +18,8 @@ Hopper 2383 +- 272 (3 seeds); RL Zoo SB3 Hopper 2410 +- 10 (tuned hyperparameter
 
     python benchmarks/sb3_vs_ours_hopper.py                          # 1M steps x 3 seeds each (hours)
     python benchmarks/sb3_vs_ours_hopper.py --steps 4096 --seeds 1   # smoke test
+    python benchmarks/sb3_vs_ours_hopper.py --workers 2              # runs in parallel (returns only;
+                                                                      # steps/s then shares the cores)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -97,13 +100,17 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1_000_000, help="env steps per run (default 1M)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for each implementation")
+    parser.add_argument("--workers", type=int, default=1, help="runs at once (default 1: clean steps/s)")
     args = parser.parse_args()
     print(f"{ENV_ID}, {args.steps} env steps per run, seeds 0..{args.seeds - 1}, CleanRL hyperparameters")
 
-    results: dict[str, list[float]] = {"SB3 PPO": [], "our PPO": []}
-    for seed in range(args.seeds):
-        for name, run in (("SB3 PPO", run_sb3), ("our PPO", run_ours)):
-            final, steps_per_second = run(args.steps, seed)
+    runners = {"SB3 PPO": run_sb3, "our PPO": run_ours}
+    jobs = [(name, seed) for seed in range(args.seeds) for name in runners]
+    results: dict[str, list[float]] = {name: [] for name in runners}
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = [pool.submit(runners[name], args.steps, seed) for name, seed in jobs]
+        for (name, seed), future in zip(jobs, futures, strict=True):
+            final, steps_per_second = future.result()
             results[name].append(final)
             print(f"  seed {seed}  {name}: last-{LAST_EPISODES} return {final:8.1f}  "
                   f"({steps_per_second:.0f} steps/s)", flush=True)
