@@ -16,6 +16,6 @@ def python_blocks() -> list[str]:
 
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_python_example_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(README.parent)  # examples read configs/...; they write only under /tmp
     code = python_blocks()[index].replace("/tmp/checkpoint.pt", str(tmp_path / "checkpoint.pt"))
     exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "readme_example"})
