@@ -333,6 +333,12 @@ class PlasticityCallback(BaseCallback):
             self.training_env.env_method("set_friction", float(value))
             self._applied_friction = value
 
+    def _on_rollout_start(self) -> None:
+        # SB3's train() stops an epoch early on target_kl after a forward but before optimizer.step():
+        # those features must not count towards the next update's utilities.
+        for cbp in attached_cbp(self.model) or ():
+            cbp.discard_features()
+
     def _on_rollout_end(self) -> None:
         self.rollouts += 1
         record = self.logger.record

@@ -99,13 +99,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1_000_000, help="env steps per run (default 1M)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for each implementation")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds for each implementation")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (default 0)")
     parser.add_argument("--workers", type=int, default=1, help="runs at once (default 1: clean steps/s)")
     args = parser.parse_args()
-    print(f"{ENV_ID}, {args.steps} env steps per run, seeds 0..{args.seeds - 1}, CleanRL hyperparameters")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    print(f"{ENV_ID}, {args.steps} env steps per run, seeds {seeds[0]}..{seeds[-1]}, CleanRL hyperparameters")
 
     runners = {"SB3 PPO": run_sb3, "our PPO": run_ours}
-    jobs = [(name, seed) for seed in range(args.seeds) for name in runners]
+    jobs = [(name, seed) for seed in seeds for name in runners]
     results: dict[str, list[float]] = {name: [] for name in runners}
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [pool.submit(runners[name], args.steps, seed) for name, seed in jobs]

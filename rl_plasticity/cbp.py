@@ -161,7 +161,7 @@ class ContinualBackprop:
                     stacklevel=2,
                 )
                 self._warned_no_features = True
-            self._clear_features()
+            self.discard_features()
             return
         self.steps += 1
         for k in range(self.num_hidden_layers):
@@ -172,9 +172,12 @@ class ContinualBackprop:
                     self._replace_in_layer(k, count)
             elif self.last_replaced[k].numel():
                 self.last_replaced[k] = self.last_replaced[k][:0]
-        self._clear_features()
+        self.discard_features()
 
-    def _clear_features(self) -> None:
+    def discard_features(self) -> None:
+        """Forget the features captured since the last step, e.g. after a minibatch whose optimizer
+        step was skipped (an early stop on the KL target): the next step then scores only the batch it
+        trained on."""
         for store in self._features:
             store.clear()
 
@@ -315,14 +318,14 @@ class ContinualBackprop:
         for k in range(self.num_hidden_layers):
             young = self._birth[k][self._birth[k] >= self.steps - self.maturity_threshold]
             self._recent_births[k] = deque(sorted(int(b) for b in young if b > 0 or self.steps == 0))
-        self._clear_features()
+        self.discard_features()
 
     def remove(self) -> None:
         """Detach every hook; the network and optimizer are left as they are."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._clear_features()
+        self.discard_features()
 
     def __repr__(self) -> str:
         sizes = [int(b.numel()) for b in self._birth]

@@ -379,6 +379,22 @@ def test_a_deepcopied_network_does_not_feed_the_original() -> None:
     assert len(cbp._features[0]) == 1
 
 
+def test_discarded_features_do_not_count_in_the_next_step() -> None:
+    """An update skipped after its forward (early stop on the KL target) must not score the units."""
+    x, y = torch.randn(16, 4), torch.randn(16, 2)
+    utilities = []
+    for skipped_forward in (False, True):
+        net = mlp(4, 8, 2)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        cbp = ContinualBackprop(linears(net), optimizer, replacement_rate=0, decay_rate=0.5)
+        if skipped_forward:
+            net(100.0 * torch.randn(16, 4))  # a forward whose optimizer step never happens
+            cbp.discard_features()
+        train_step(net, optimizer, x, y)
+        utilities.append(cbp.utilities()[0])
+    assert torch.equal(utilities[0], utilities[1])
+
+
 def test_load_state_dict_rejects_other_network() -> None:
     cbp = ContinualBackprop(linears(mlp(4, 8, 2)))
     other = ContinualBackprop(linears(mlp(4, 9, 2)))

@@ -17,7 +17,7 @@ from torch import nn
 pytest.importorskip("stable_baselines3")
 
 from stable_baselines3 import PPO  # noqa: E402
-from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor  # noqa: E402
@@ -135,6 +135,33 @@ def test_rollouts_leave_cbp_alone_and_cbp_steps_once_per_gradient_step() -> None
         for tensors_before, tensors_after in zip(before, after, strict=True):
             for a, b in zip(tensors_before, tensors_after, strict=True):
                 torch.testing.assert_close(a, b)
+
+
+class StaleFeatureWatcher(BaseCallback):
+    """Records, at every rollout start, how many captured batches each CBP still holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[list[int]] = []
+
+    def _on_rollout_start(self) -> None:
+        self.pending.append([len(store) for cbp in attached_cbp(self.model) for store in cbp._features])
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def test_callback_discards_features_of_an_update_stopped_early_on_target_kl() -> None:
+    # target_kl so small that SB3 breaks out after the forward of the second minibatch, before its step.
+    model = make_model(n_steps=64, batch_size=32, n_epochs=2, target_kl=1e-12)
+    cbps = attach_cbp(model, replacement_rate=0.0)
+    model.learn(64)
+    assert [len(store) for cbp in cbps for store in cbp._features] == [1, 1, 1, 1]  # the stale batch
+
+    watcher = StaleFeatureWatcher()
+    model.learn(2 * 64, callback=CallbackList([PlasticityCallback(probe_every=0), watcher]),
+                reset_num_timesteps=False)
+    assert watcher.pending == [[0, 0, 0, 0], [0, 0, 0, 0]]
 
 
 # ---------------------------------------------------------------------- the callback
