@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
+from gymnasium.envs.mujoco import MujocoEnv
 
 from envs.drifting import DriftingMujocoEnv
 
@@ -113,6 +114,9 @@ def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
 def get_sync_state(vec: gym.vector.SyncVectorEnv) -> dict[str, Any]:
     copies = []
     for env in vec.envs:
+        if not isinstance(split_env(env)[0], MujocoEnv):
+            raise TypeError(f"{env.unwrapped} is not a Gymnasium MuJoCo env; only MuJoCo tasks have a "
+                            f"physics state to checkpoint")
         time_limit = _time_limit(env)
         # TimeLimit keeps its counter in a private attribute; there is no public accessor.
         elapsed = None if time_limit is None else time_limit._elapsed_steps

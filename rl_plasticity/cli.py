@@ -8,14 +8,16 @@ message on stderr naming the problem and the fix, and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+TRAINING_FAILED = 1
 USER_ERROR = 2
-INTERRUPTED = 130
+INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
+TERMINATED = 143  # 128 + SIGTERM
 
 
 class UserError(Exception):
@@ -32,13 +34,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "the layout `rl-plasticity report` groups by)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set optimizer.lr=3e-4 (repeatable)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--fresh", action="store_true", help="start over even if the run directory holds "
+                        "a checkpoint; the old directory is renamed to <name>.old-<time>, never deleted")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def run_train(args: argparse.Namespace) -> int:
     from rl_plasticity.experiment.config import load_config
-    from rl_plasticity.experiment.runner import Trainer
+    from rl_plasticity.experiment.resume import move_aside
+    from rl_plasticity.experiment.runner import Trainer, TrainingDiverged
 
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -48,19 +52,36 @@ def run_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     run_name = args.run_name or f"{Path(args.config).stem}/seed{config.run.seed}"
     run_dir = Path(args.logdir) / run_name
-    _prepare_run_dir(run_dir, args.overwrite)
+    _check_run_dir(run_dir)
+    if args.fresh and run_dir.exists():
+        print(f"--fresh: moved the previous run to {move_aside(run_dir)}", file=sys.stderr)
 
     trainer = Trainer(config, run_dir)
-    print(f"training {args.config} (preset {config.preset}, cbp {'on' if config.cbp.enabled else 'off'}) on "
+    if trainer.agent.global_step >= config.run.total_steps:
+        trainer.close()
+        print(f"{run_dir} already finished ({trainer.agent.global_step:,} of {config.run.total_steps:,} "
+              f"steps); pass --total-steps to extend it or --fresh to start over", file=sys.stderr)
+        return 0
+    start = f"resuming from {trainer.resumed_from} at step {trainer.agent.global_step:,}" \
+        if trainer.resumed_from else "training"
+    print(f"{start}: {args.config} (preset {config.preset}, cbp {'on' if config.cbp.enabled else 'off'}) on "
           f"{config.env.id} for {config.run.total_steps:,} steps -> {run_dir}", file=sys.stderr)
     try:
         summary = trainer.train(progress=not args.quiet)
     except KeyboardInterrupt:
-        saved = trainer.checkpoints[-1] if trainer.checkpoints else None
-        print(f"\ninterrupted at step {trainer.agent.global_step:,}; checkpoint: {saved}", file=sys.stderr)
+        saved = trainer.checkpoints[-1] if trainer.checkpoints else "none yet"
+        print(f"\ninterrupted; the last checkpoint ({saved}) is kept: run the same command to resume",
+              file=sys.stderr)
         return INTERRUPTED
+    except TrainingDiverged as error:
+        print(f"rl-plasticity train: {error}", file=sys.stderr)
+        return TRAINING_FAILED
     finally:
         trainer.close()
+    if summary.stopped_by is not None:
+        print(f"stopped by {summary.stopped_by} at step {summary.global_step:,}; checkpoint "
+              f"{summary.checkpoints[-1]}: run the same command to resume", file=sys.stderr)
+        return INTERRUPTED if summary.stopped_by == "SIGINT" else TERMINATED
     print(f"done: {summary.global_step:,} steps in {summary.seconds:.0f} s, {summary.episodes} episodes, "
           f"mean return of the last {min(summary.episodes, 20)}: {summary.recent_return:.1f}")
     print(f"run directory: {run_dir} (config.yaml, checkpoints/, TensorBoard events)")
@@ -68,18 +89,18 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+def _check_run_dir(run_dir: Path) -> None:
+    """A non-empty directory that is not a run is someone else's: never train into it."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{str(run_dir)!r} is a file, not a run directory; choose another --run-name or "
+                        f"--logdir")
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return
-    if not overwrite:
-        raise UserError(f"run directory {str(run_dir)!r} already exists; pass --overwrite to replace it, or "
-                        f"--run-name/--seed/--logdir to write elsewhere")
-    looks_like_run = (run_dir / "config.yaml").exists() or any(run_dir.glob("events.out.tfevents.*"))
+    looks_like_run = (run_dir / "config.yaml").exists() or (run_dir / "checkpoints").is_dir() or \
+        any(run_dir.glob("events.out.tfevents.*"))
     if not looks_like_run:
-        raise UserError(f"--overwrite: {str(run_dir)!r} is not a run directory (no config.yaml or "
-                        f"TensorBoard "
-                        f"events), so it is left alone; choose another --run-name or --logdir")
-    shutil.rmtree(run_dir)
+        raise UserError(f"{str(run_dir)!r} exists and is not a run directory (no config.yaml, checkpoints or "
+                        f"TensorBoard events), so it is left alone; choose another --run-name or --logdir")
 
 
 def _positive_int(text: str) -> int:
@@ -150,12 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from rl_plasticity.experiment.checkpoint import CheckpointError
     from rl_plasticity.experiment.config import ConfigError
 
     try:
         return args.handler(args)
-    except (ConfigError, UserError, FileNotFoundError) as error:
+    except (ConfigError, UserError, FileNotFoundError, CheckpointError) as error:
         print(f"rl-plasticity {args.command}: error: {error}", file=sys.stderr)
+        return USER_ERROR
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        print(f"rl-plasticity {args.command}: error: no space left on the device writing "
+              f"{error.filename or 'the run directory'}; free some space or point --logdir at another disk "
+              f"(checkpoints already written are intact)", file=sys.stderr)
         return USER_ERROR
     except BrokenPipeError:
         # The reader went away (`rl-plasticity config | head`): not an error; silence the final flush.

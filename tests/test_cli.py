@@ -70,7 +70,7 @@ def test_train_writes_every_tag_the_config_and_checkpoints(tmp_path: Path,
     assert [step for step, _ in list_checkpoints(run_dir)] == [512, 768]
     state = load_checkpoint(run_dir / "checkpoints" / "step_768.pt")
     assert state["global_step"] == 768 and state["agent"]["cbp_policy"]["steps"] == 12
-    assert state["env_schedules"][0]["total_steps"] == 768
+    assert state["envs"]["copies"][0]["schedule"]["total_steps"] == 768
 
 
 def _frictions(seed: int) -> list[float]:
@@ -115,8 +115,8 @@ def test_user_errors_exit_2_with_the_key_and_no_traceback(
         assert fragment in err, err
 
 
-def test_missing_config_and_existing_run_dir_are_user_errors(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture) -> None:
+def test_missing_config_a_finished_run_and_a_foreign_directory(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
     assert "not found" in capsys.readouterr().err
     config = tmp_path / "c.yaml"
@@ -124,9 +124,14 @@ def test_missing_config_and_existing_run_dir_are_user_errors(tmp_path: Path,
     run = ["train", str(config), "--logdir", str(tmp_path / "runs"), "--quiet", "--total-steps", "256",
            "--set", "ppo.rollout_steps=256", "--set", "ppo.minibatch_size=256", "--set", "ppo.epochs=1"]
     assert main(run) == 0
-    assert main(run) == 2
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert main([*run, "--overwrite"]) == 0
+    assert main(run) == 0
+    assert "already finished (256 of 256 steps)" in capsys.readouterr().err
+    foreign = tmp_path / "runs" / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("precious")
+    assert main([*run, "--run-name", "mine", "--fresh"]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "precious"
 
 
 def test_module_entry_point_reports_bad_keys_with_exit_code_2(tmp_path: Path) -> None:

@@ -223,13 +223,14 @@ def test_trainer_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
         assert torch.equal(x, y)
     np.testing.assert_array_equal(a.obs_normalizer.stats.mean, b.obs_normalizer.stats.mean)
     np.testing.assert_array_equal(a.reward_scaler.stats.var, b.reward_scaler.stats.var)
-    assert restored.state_dict()["env_schedules"] == trainer.state_dict()["env_schedules"]
-    assert trainer.state_dict()["env_schedules"][0]["total_steps"] == 512
-    # Both continue with the same exploration noise and minibatch order; the restored one starts new
-    # episodes (its simulator is fresh) and carries on counting steps.
-    assert torch.equal(torch.randn(3, generator=a.generator), torch.randn(3, generator=b.generator))
+    schedules = [[copy["schedule"] for copy in t.state_dict()["envs"]["copies"]] for t in (trainer, restored)]
+    assert schedules[0] == schedules[1] and schedules[0][0]["total_steps"] == 512
+    # Both continue exactly alike: same simulator states, exploration noise, minibatch order and CBP draws.
+    trainer.iterate()
     restored.iterate()
     assert b.global_step == 768 and b.updates_done == 3
+    for x, y in zip(a.state_dict()["value"].values(), b.state_dict()["value"].values(), strict=True):
+        assert torch.equal(x, y)
     trainer.close()
     restored.close()
 

@@ -1,47 +1,102 @@
-"""Checkpoint files: ``RUN_DIR/checkpoints/step_<N>.pt``, written atomically."""
+"""Checkpoint files: ``RUN_DIR/checkpoints/step_<N>.pt``, written atomically and verified on load.
+
+A file is a magic header, the SHA-256 of the payload, then the payload (``torch.save`` of a trainer's
+``state_dict()``). It is written to a temporary file, fsynced, renamed over the final name and the
+directory fsynced, so a crash leaves either the old set of checkpoints or the new one, never half a file.
+Only once a new checkpoint is complete are the oldest ones beyond ``keep`` removed. On resume,
+`latest_checkpoint` verifies checksums newest first and falls back, with a warning, past corrupt files.
+"""
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 CHECKPOINT_DIR = "checkpoints"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_MAGIC = b"RLPLASTICITY-CKPT\x02"
+_DIGEST_BYTES = hashlib.sha256().digest_size
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 
-def checkpoint_path(run_dir: Path, step: int) -> Path:
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written (full disk, no permission) or read (corrupt, foreign)."""
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step}.pt"
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (a trainer's ``state_dict()``) so that a crash never leaves a half-written file."""
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically; on failure nothing at ``path`` or beside it changes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".pt.partial")
-    torch.save({"format_version": FORMAT_VERSION, **state}, partial)
-    os.replace(partial, path)
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
+    payload = buffer.getbuffer()
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as file:
+            file.write(_MAGIC)
+            file.write(hashlib.sha256(payload).digest())
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+        _fsync_directory(path.parent)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC:
+            raise CheckpointError(f"no space left on the device writing checkpoint {path}; free some space "
+                                  f"or point --logdir at another disk (the previous checkpoints are "
+                                  f"intact)") from None
+        raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
     return path
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint` (it holds numpy arrays and RNG states, so it is
-    unpickled in full: load only checkpoints you trust)."""
+def _fsync_directory(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and verify a checkpoint written by `save_checkpoint`. It holds numpy arrays and RNG states,
+    so it is unpickled in full: load only checkpoints you trust."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    data = path.read_bytes()
+    header = len(_MAGIC) + _DIGEST_BYTES
+    if len(data) < header or not data.startswith(_MAGIC):
+        raise CheckpointError(f"{path} is not an rl-plasticity checkpoint (or was truncated)")
+    payload = memoryview(data)[header:]
+    if hashlib.sha256(payload).digest() != data[len(_MAGIC):header]:
+        raise CheckpointError(f"{path} is corrupt: its checksum does not match (truncated or overwritten)")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    except Exception as error:  # a matching checksum over a foreign payload
+        raise CheckpointError(f"{path} cannot be read: {error}") from None
     if state.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint format {state.get('format_version')}, expected "
-                         f"{FORMAT_VERSION}")
+        raise CheckpointError(f"{path} has checkpoint format {state.get('format_version')}, expected "
+                              f"{FORMAT_VERSION}")
     return state
 
 
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of every checkpoint of a run, by step."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     found = []
@@ -50,3 +105,30 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that verifies, with its state; corrupt newer ones are skipped with a warning.
+    None if the run has no checkpoint; `CheckpointError` if it has some but none is readable."""
+    candidates = list_checkpoints(run_dir)
+    problems = []
+    for _, path in reversed(candidates):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as error:
+            problems.append(str(error))
+            warnings.warn(f"{error}; falling back to the previous checkpoint", stacklevel=2)
+    if problems:
+        raise CheckpointError(f"no readable checkpoint in {Path(run_dir) / CHECKPOINT_DIR}: "
+                              f"{'; '.join(problems)}; start over with --fresh (the run is moved aside)")
+    return None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
+    """Remove all but the newest ``keep`` checkpoints (``keep <= 0`` keeps all); returns the removed."""
+    if keep <= 0:
+        return []
+    removed = [path for _, path in list_checkpoints(run_dir)[:-keep]]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

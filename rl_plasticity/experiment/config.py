@@ -74,6 +74,8 @@ class RunConfig:
     seed: int = setting(0, "seeds networks, env resets, exploration and CBP", low=0)
     checkpoint_every: int = setting(1_000_000, "env steps between checkpoints (one is always written at "
                                     "the end); 0 = only at the end", low=0)
+    keep_checkpoints: int = setting(3, "newest checkpoints kept on disk (older ones are removed once a new "
+                                    "one is complete); 0 = keep all", low=0)
     torch_threads: int = setting(1, "torch CPU threads; 1 is fastest for batch-1 rollout inference", low=1)
     update_threads: int | None = setting(None, "torch threads during updates; null = torch_threads (2 "
                                          "speeds the 2x256 update up on an idle 2-core machine)", low=1)
@@ -293,6 +295,8 @@ def _default_hint(key: str) -> str:
 
 
 def _check_range(value: float, key: str, source: str, meta: dict[str, Any]) -> Any:
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{source}: {key} = {value!r} is not a finite number{_default_hint(key)}")
     low, high = meta.get("low"), meta.get("high")
     too_low = low is not None and (value < low if meta.get("low_inclusive", True) else value <= low)
     too_high = high is not None and (value > high if meta.get("high_inclusive", True) else value >= high)

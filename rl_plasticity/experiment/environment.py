@@ -83,16 +83,3 @@ def physics_values(info: dict[str, Any]) -> dict[str, float]:
             if chosen.size:
                 values[name] = float(chosen.mean())
     return values
-
-
-def schedule_states(vector_env: gym.vector.VectorEnv) -> list[Any] | None:
-    """Every copy's schedule position (for checkpoints); None for envs without a schedule."""
-    try:
-        return list(vector_env.get_attr("schedule_state"))
-    except AttributeError:
-        return None
-
-
-def restore_schedule_states(vector_env: gym.vector.VectorEnv, states: list[Any] | None) -> None:
-    if states is not None:
-        vector_env.set_attr("schedule_state", states)

@@ -1,14 +1,24 @@
 """The trainer: composes the config's vector env and PPO agent, logs to TensorBoard, writes checkpoints.
 
 Run directory layout (``run_dir``): TensorBoard events, ``config.yaml`` (the resolved config, loadable
-with ``rl-plasticity train``), ``checkpoints/step_<N>.pt`` (a `Trainer.state_dict`).
+with ``rl-plasticity train``), ``checkpoints/step_<N>.pt`` (a `Trainer.state_dict`) and
+``progress.json`` (status for `rl-plasticity compare`).
+
+A `Trainer` built on a run directory that holds a checkpoint resumes it exactly: networks, optimizer,
+both CBP states, normalisers, every RNG, each env copy's physics, time limit and schedule position, and
+the episodes in progress, so the resumed run ends bit-identical to an uninterrupted one; TensorBoard
+curves continue at the checkpoint's step (later points of the interrupted attempt are purged).
 """
 
 from __future__ import annotations
 
 import math
+import random
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,17 +31,25 @@ import torch
 from tqdm import tqdm
 
 from agents import PPO, Rollout
-from rl_plasticity.experiment.checkpoint import checkpoint_path, save_checkpoint
-from rl_plasticity.experiment.config import Config, config_to_dict, config_to_yaml
-from rl_plasticity.experiment.environment import (
-    make_vector_env,
-    physics_values,
-    restore_schedule_states,
-    schedule_states,
+from envs import get_vector_state, set_vector_state
+from rl_plasticity.experiment.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
 )
+from rl_plasticity.experiment.config import Config, ConfigError, config_to_dict, config_to_yaml
+from rl_plasticity.experiment.environment import make_vector_env, physics_values
 from rl_plasticity.experiment.logger import TrainingLogger
+from rl_plasticity.experiment.progress import write_progress
+from rl_plasticity.experiment.resume import changed_keys
 
 RECENT_EPISODES = 20
+LOSSES_CHECKED = ("policy_loss", "value_loss", "entropy", "approx_kl")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or parameter became NaN or infinite; the run stopped without checkpointing that state."""
 
 
 @dataclass
@@ -43,22 +61,34 @@ class TrainingSummary:
     recent_return: float  # mean return of the last (up to) 20 episodes; nan if none finished
     seconds: float
     checkpoints: list[Path] = field(default_factory=list)
+    stopped_by: str | None = None  # "SIGINT"/"SIGTERM" if a signal stopped the run before total_steps
 
 
 class Trainer:
     """Trains ``config`` and, if ``run_dir`` is given, logs and checkpoints into it.
 
-    ``train()`` runs to ``run.total_steps``; ``iterate()`` runs one rollout and update. ``state_dict()``
-    holds everything a resume needs: the agent (networks, Adam, both CBPs, normalisers, its RNG and
-    counters), the envs' schedule positions, the global RNGs and the episode statistics.
+    ``train()`` runs to ``run.total_steps``; ``iterate()`` runs one rollout and update. With ``resume``
+    (the default) a ``run_dir`` holding checkpoints continues from the newest readable one (`resumed_from`)
+    after checking that its config matches (see `resume.changed_keys`). ``state_dict()`` holds everything
+    an exact resume needs.
     """
 
-    def __init__(self, config: Config, run_dir: str | Path | None = None) -> None:
+    def __init__(self, config: Config, run_dir: str | Path | None = None, *, resume: bool = True) -> None:
         self.config = config
         run = config.run
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        found = latest_checkpoint(self.run_dir) if self.run_dir is not None and resume else None
+        if found is not None:
+            differences = changed_keys(found[1]["config"], config)
+            if differences:
+                raise ConfigError(
+                    f"{self.run_dir} holds a checkpoint of a different config ({'; '.join(differences)}); "
+                    f"resume with the same config, or pass --fresh to start over (the old run is moved "
+                    f"aside), or choose another --run-name")
         torch.set_num_threads(run.torch_threads)
         torch.manual_seed(run.seed)
         np.random.seed(run.seed)
+        random.seed(run.seed)
         self.envs = make_vector_env(config.env, run.seed)
         try:
             self.agent = PPO(self.envs, config.ppo, config.optimizer, config.cbp,
@@ -66,43 +96,64 @@ class Trainer:
         except Exception:
             self.envs.close()
             raise
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.logger: TrainingLogger | None = None
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(config_to_yaml(config))
-            self.logger = TrainingLogger(self.run_dir, self.agent)
-            self.logger.hyperparameters(config)
         self.recent_returns: deque[float] = deque(maxlen=RECENT_EPISODES)
         self.episodes_seen = 0
         self.physics: dict[str, float] = {}
         self.last_rollout: Rollout | None = None
         self.checkpoints: list[Path] = []
         self.timings = {"logging": 0.0, "checkpoint": 0.0}
+        self.resumed_from: Path | None = None
+        if found is not None:
+            self.resumed_from = found[0]
+            self.load_state_dict(found[1])
+            self.checkpoints.append(found[0])
+        self.logger: TrainingLogger | None = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(config_to_yaml(config))
+            # On resume, TensorBoard drops the interrupted attempt's points after the checkpoint's step
+            # (those at that step were flushed before the checkpoint was written, and stay).
+            purge_step = self.agent.global_step + 1 if found is not None else None
+            self.logger = TrainingLogger(self.run_dir, self.agent, purge_step=purge_step)
+            if found is None:
+                self.logger.hyperparameters(config)
         self._clock_start = (time.perf_counter(), self.agent.global_step)
+        if self.run_dir is not None and _vector_state(self.envs) is None:
+            warnings.warn(f"{config.env.id} with env.vectorization={config.env.vectorization} cannot be "
+                          f"checkpointed exactly: a resume restarts its episodes. Use a MuJoCo task with "
+                          f"the sync or batched vector env for exact resumes", stacklevel=2)
 
     # ------------------------------------------------------------------ the loop
     def train(self, progress: bool = True) -> TrainingSummary:
-        """Train until ``run.total_steps``; on Ctrl-C, write a checkpoint and re-raise."""
+        """Train until ``run.total_steps``.
+
+        SIGTERM and a first Ctrl-C stop at the end of the current update with a checkpoint (the summary's
+        ``stopped_by`` names the signal); a second Ctrl-C interrupts at once, keeping the last checkpoint.
+        A NaN or inf raises `TrainingDiverged`, keeping the last good checkpoint.
+        """
         total = self.config.run.total_steps
         started = time.perf_counter()
         self._clock_start = (started, self.agent.global_step)
         display = _Progress(total, self.agent.global_step, progress, self.config.log.progress_bar)
+        status = "failed"
         try:
-            while self.agent.global_step < total:
-                self.iterate()
-                display.update(self.agent.global_step, self.status())
+            with _StopOnSignals() as stop:
+                while self.agent.global_step < total and stop.requested is None:
+                    self.iterate()
+                    display.update(self.agent.global_step, self.status())
+            if self.checkpoints[-1:] != [self._checkpoint_path()]:
+                self.save_checkpoint()
+            status = "finished" if stop.requested is None else "stopped"
         except KeyboardInterrupt:
-            self.save_checkpoint()
+            status = "stopped"
             raise
         finally:
             display.close()
-        if not self.checkpoints or self.checkpoints[-1] != self._checkpoint_path():
-            self.save_checkpoint()
-        if self.logger is not None:
-            self.logger.flush()
+            self._write_progress(status)
+            if self.logger is not None:
+                self.logger.flush()
         return TrainingSummary(self.agent.global_step, self.episodes_seen, self.recent_return,
-                               time.perf_counter() - started, list(self.checkpoints))
+                               time.perf_counter() - started, list(self.checkpoints), stop.requested)
 
     def iterate(self) -> dict[str, float]:
         """One rollout and one update, then whatever logging and checkpointing are due."""
@@ -111,6 +162,7 @@ class Trainer:
         with _torch_threads(self.config.run.update_threads):
             stats = self.agent.update()
         step = self.agent.global_step
+        self._check_finite(stats, step)
         self.recent_returns.extend(e.episodic_return for e in rollout.episodes)
         self.episodes_seen += len(rollout.episodes)
         self.physics = physics_values(rollout.last_info) or self.physics
@@ -127,6 +179,7 @@ class Trainer:
         self.timings["logging"] += time.perf_counter() - tick
         if self._due(self.config.run.checkpoint_every, previous, step, first=False):
             self.save_checkpoint()
+        self._write_progress("running")
         return stats
 
     def _due(self, every: int, previous: int, step: int, first: bool) -> bool:
@@ -136,6 +189,19 @@ class Trainer:
             return False
         return step // every > previous // every or (first and previous == 0) or \
             step >= self.config.run.total_steps
+
+    def _check_finite(self, stats: dict[str, float], step: int) -> None:
+        bad = [f"losses/{name} = {stats[name]}" for name in LOSSES_CHECKED if not math.isfinite(stats[name])]
+        for network, module in (("policy", self.agent.policy), ("value", self.agent.value)):
+            bad += [f"{network} parameter {name}" for name, parameter in module.named_parameters()
+                    if not torch.isfinite(parameter).all()]
+        if bad:
+            kept = f"the last good checkpoint is {self.checkpoints[-1]}" if self.checkpoints else \
+                "no checkpoint had been written yet"
+            raise TrainingDiverged(
+                f"training diverged at step {step:,}: non-finite {', '.join(bad[:4])}"
+                f"{' ...' if len(bad) > 4 else ''}; the run stopped and {kept}. Lower optimizer.lr, set "
+                f"ppo.max_grad_norm, or check the env's observations and rewards")
 
     # ------------------------------------------------------------------ status
     @property
@@ -152,18 +218,33 @@ class Trainer:
         parts += [f"{name} {value:.3g}" for name, value in self.physics.items()]
         return " | ".join(parts)
 
+    def _write_progress(self, status: str) -> None:
+        if self.run_dir is None:
+            return
+        recent = self.recent_return
+        write_progress(self.run_dir, status=status, step=self.agent.global_step,
+                       total_steps=self.config.run.total_steps, sps=self.steps_per_second,
+                       episodic_return=None if math.isnan(recent) else recent,
+                       friction=self.physics.get("friction"))
+
     # ------------------------------------------------------------------ persistence
     def _checkpoint_path(self) -> Path | None:
         return checkpoint_path(self.run_dir, self.agent.global_step) if self.run_dir is not None else None
 
     def save_checkpoint(self) -> Path | None:
-        """Write ``checkpoints/step_<global step>.pt``; a no-op without a run directory."""
+        """Write ``checkpoints/step_<global step>.pt`` atomically, then drop the oldest beyond
+        ``run.keep_checkpoints``; a no-op without a run directory."""
         path = self._checkpoint_path()
         if path is None:
             return None
         tick = time.perf_counter()
+        if self.logger is not None:
+            self.logger.flush()  # the checkpoint's step is then complete in TensorBoard too
         save_checkpoint(path, self.state_dict())
-        self.checkpoints.append(path)
+        if self.checkpoints[-1:] != [path]:
+            self.checkpoints.append(path)
+        removed = set(prune_checkpoints(self.run_dir, self.config.run.keep_checkpoints))
+        self.checkpoints = [p for p in self.checkpoints if p not in removed]
         self.timings["checkpoint"] += time.perf_counter() - tick
         return path
 
@@ -172,22 +253,28 @@ class Trainer:
             "config": config_to_dict(self.config),
             "global_step": self.agent.global_step,
             "agent": self.agent.state_dict(),
-            "env_schedules": schedule_states(self.envs),
-            "torch_rng": torch.get_rng_state(),
+            "envs": _vector_state(self.envs),
+            "python_rng": random.getstate(),
             "numpy_rng": np.random.get_state(),
+            "torch_rng": torch.get_rng_state(),
             "episodes_seen": self.episodes_seen,
             "recent_returns": list(self.recent_returns),
+            "physics": dict(self.physics),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a `state_dict`. Episodes in progress restart: a simulator's state is not saved."""
+        """Restore a `state_dict` into this trainer's freshly built agent and envs."""
         self.agent.load_state_dict(state["agent"])
-        self.agent.restart_episodes()
-        restore_schedule_states(self.envs, state["env_schedules"])
-        torch.set_rng_state(state["torch_rng"])
+        if state["envs"] is not None:
+            set_vector_state(self.envs, state["envs"])
+        else:  # an async vector env cannot be captured: its episodes restart
+            self.agent.restart_episodes()
+        random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
         self.episodes_seen = int(state["episodes_seen"])
         self.recent_returns = deque(state["recent_returns"], maxlen=RECENT_EPISODES)
+        self.physics = dict(state["physics"])
 
     def close(self) -> None:
         if self.logger is not None:
@@ -199,6 +286,42 @@ class Trainer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _vector_state(vector_env: Any) -> dict[str, Any] | None:
+    """The envs' full state; None (a resume then restarts their episodes) where it cannot be captured:
+    async vector envs and non-MuJoCo tasks."""
+    try:
+        return get_vector_state(vector_env)
+    except TypeError:
+        return None
+
+
+class _StopOnSignals:
+    """Within the block, SIGTERM and a first SIGINT set ``requested`` (the loop stops at the next rollout
+    boundary, where a checkpoint is consistent); a second SIGINT raises KeyboardInterrupt at once.
+    Signals can only be handled in the main thread; elsewhere (e.g. a Ray worker) this does nothing."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(f"\n{self.requested}: stopping after this update and writing a checkpoint (Ctrl-C again to "
+              f"stop at once, keeping the previous checkpoint)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 @contextmanager
