@@ -96,11 +96,13 @@ def _check_run_dir(run_dir: Path) -> None:
                         f"--logdir")
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return
-    looks_like_run = (run_dir / "config.yaml").exists() or (run_dir / "checkpoints").is_dir() or \
+    markers = ("config.yaml", "checkpoints", "progress.json", "train.log")  # train.log: from `compare`
+    looks_like_run = any((run_dir / name).exists() for name in markers) or \
         any(run_dir.glob("events.out.tfevents.*"))
     if not looks_like_run:
-        raise UserError(f"{str(run_dir)!r} exists and is not a run directory (no config.yaml, checkpoints or "
-                        f"TensorBoard events), so it is left alone; choose another --run-name or --logdir")
+        raise UserError(f"{str(run_dir)!r} exists and is not a run directory (no config.yaml, checkpoints, "
+                        f"progress.json or TensorBoard events), so it is left alone; choose another "
+                        f"--run-name or --logdir")
 
 
 def _positive_int(text: str) -> int:
@@ -143,15 +145,83 @@ def run_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- compare
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML configs to compare (each is "
+                        "stored under LOGDIR/<file stem>/seed<k>/)")
+    parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 per config (default 3)")
+    parser.add_argument("--workers", type=_positive_int, help="runs at once on this machine (default: one "
+                        "per core); with --backend ray, trials at once")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: a process pool here (default); ray: Ray Tune trials on a Ray cluster")
+    parser.add_argument("--ray-address", help="address of a running Ray cluster (from `ray start --head`); "
+                        "default: start a local Ray instance")
+    parser.add_argument("--storage", help="where Ray Tune keeps its trial records (default "
+                        "LOGDIR/ray_results)")
+    parser.add_argument("--logdir", default="runs/compare", help="parent of every run (default runs/compare)")
+    parser.add_argument("--total-steps", type=_positive_int, help="run.total_steps for every run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key in every run (repeatable)")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from rl_plasticity.experiment.compare import run_matrix, validate_configs, write_manifest
+
+    specs = run_matrix(args.configs, args.seeds, args.logdir, args.total_steps, args.overrides)
+    validate_configs(specs)  # a bad key fails here, once, not in every run
+    write_manifest(specs, Path(args.logdir))
+    print(f"comparing {len({s.config_name for s in specs})} configs x {args.seeds} seeds ({len(specs)} runs) "
+          f"on the {args.backend} backend -> {args.logdir}", file=sys.stderr)
+    if args.backend == "ray":
+        from rl_plasticity.experiment.compare_ray import run_ray
+
+        outcome = run_ray(specs, address=args.ray_address, storage_path=args.storage,
+                          max_concurrent=args.workers)
+    else:
+        from rl_plasticity.experiment.compare import run_local
+
+        outcome = run_local(specs, workers=args.workers)
+    counts = ", ".join(f"{len(dirs)} {name}" for name, dirs in outcome.items() if dirs)
+    print(f"compare: {counts}", file=sys.stderr)
+    for run_dir in outcome.get("failed", []):
+        print(f"  failed: {run_dir} (its output: {Path(run_dir) / 'train.log'})", file=sys.stderr)
+    if outcome.get("interrupted"):
+        return INTERRUPTED
+    if outcome.get("failed"):
+        return TRAINING_FAILED
+    print(f"next: rl-plasticity report {args.logdir}   and   tensorboard --logdir {args.logdir}",
+          file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- report
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("logdir", help="directory holding the runs (<config>/seed<k>/ TensorBoard dirs)")
+    parser.add_argument("--out", help="where to write report.png, report.md and summary.csv (default LOGDIR)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from rl_plasticity.experiment.report import make_report
+
+    paths = make_report(Path(args.logdir), Path(args.out) if args.out else None)
+    for kind, path in paths.items():
+        print(f"{kind:9s} {path}")
+    return 0
+
+
 # ---------------------------------------------------------------------- entry point
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: list[Command] = [
     ("train", add_train_arguments, run_train),
     ("config", add_config_arguments, run_config),
+    ("compare", add_compare_arguments, run_compare),
+    ("report", add_report_arguments, run_report),
 ]
 _HELP = {
     "train": "train PPO or PPO+CBP from a YAML config, logging to TensorBoard",
     "config": "show a resolved config, or list every config key",
+    "compare": "train every config x seed in parallel (locally or on Ray) into one log directory",
+    "report": "plot and tabulate the runs of a log directory (report.png, report.md, summary.csv)",
 }
 
 
@@ -172,11 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rl_plasticity.experiment.checkpoint import CheckpointError
+    from rl_plasticity.experiment.compare import CompareError
     from rl_plasticity.experiment.config import ConfigError
+    from rl_plasticity.experiment.runs import RunsError
 
     try:
         return args.handler(args)
-    except (ConfigError, UserError, FileNotFoundError, CheckpointError) as error:
+    except (ConfigError, UserError, FileNotFoundError, CheckpointError, CompareError, RunsError) as error:
         print(f"rl-plasticity {args.command}: error: {error}", file=sys.stderr)
         return USER_ERROR
     except OSError as error:

@@ -17,8 +17,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from rl_plasticity.experiment.progress import PROGRESS_FILE, read_progress
+
+USER_ERROR_EXIT = 2  # `rl-plasticity train`'s exit code for a bad config: retrying cannot help
 
 
 class CompareError(ValueError):
@@ -43,7 +46,7 @@ class RunSpec:
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "rl_plasticity", "train", str(self.config_path),
                    "--seed", str(self.seed), "--logdir", str(self.logdir / self.config_name),
-                   "--run-name", f"seed{self.seed}", "--no-progress"]
+                   "--run-name", f"seed{self.seed}", "--quiet"]
         if self.total_steps is not None:
             command += ["--total-steps", str(self.total_steps)]
         for override in self.overrides:
@@ -88,6 +91,20 @@ def run_matrix(
     ]
 
 
+def validate_configs(specs: Sequence[RunSpec]) -> None:
+    """Load every config with its overrides and check its env id, so that a mistake fails once, here,
+    instead of in every run (raises `ConfigError`)."""
+    from rl_plasticity.experiment.config import load_config
+    from rl_plasticity.experiment.environment import env_kwargs
+
+    for spec in {s.config_path: s for s in specs}.values():
+        overrides = list(spec.overrides)
+        if spec.total_steps is not None:
+            overrides.append(f"run.total_steps={spec.total_steps}")
+        config = load_config(spec.config_path, overrides)
+        env_kwargs(config.env, spec.seed)
+
+
 @dataclass
 class _Active:
     spec: RunSpec
@@ -118,13 +135,16 @@ def _format_status(specs: Sequence[RunSpec], active: dict[RunSpec, _Active], don
 
 
 def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: float = 2.0,
-              stream=sys.stderr) -> dict[str, list[str]]:
-    """Runs the specs as child processes, ``workers`` at a time (default: one per core), with a live
-    table of their progress. Ctrl-C stops every child cleanly (each saves a checkpoint) and returns.
+              stream: TextIO = sys.stderr, retries: int = 1) -> dict[str, list[str]]:
+    """Runs the specs as child processes, ``workers`` at a time (default: one per core, at most one per
+    run), with a live table of their progress. A run that crashes is started again up to ``retries``
+    times and resumes from its last checkpoint (a user error, exit code 2, is not retried). Ctrl-C stops
+    every child cleanly (each checkpoints at its next rollout boundary) and returns.
     """
-    workers = workers or os.cpu_count() or 1
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise CompareError(f"--workers must be at least 1, got {workers}")
+    workers = workers or max(1, min(os.cpu_count() or 1, len(specs)))
+    attempts: dict[RunSpec, int] = {}
     pending = [s for s in specs if not s.is_finished()]
     done: dict[RunSpec, str] = {s: "finished earlier: skipped" for s in specs if s not in pending}
     active: dict[RunSpec, _Active] = {}
@@ -149,9 +169,12 @@ def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: flo
                     continue
                 entry.log.close()
                 del active[spec]
+                attempts[spec] = attempts.get(spec, 0) + 1
                 if code == 0:
                     done[spec] = "finished"
                     outcome["finished"].append(str(spec.run_dir))
+                elif code != USER_ERROR_EXIT and attempts[spec] <= retries:
+                    pending.insert(0, spec)  # `train` resumes it from its last checkpoint
                 else:
                     done[spec] = f"FAILED (exit {code}): see {spec.run_dir / 'train.log'}"
                     outcome["failed"].append(str(spec.run_dir))
@@ -188,4 +211,5 @@ def write_manifest(specs: Sequence[RunSpec], logdir: Path) -> None:
     (logdir / "compare.json").write_text(json.dumps(manifest, indent=2))
 
 
-__all__ = ["PROGRESS_FILE", "CompareError", "RunSpec", "run_local", "run_matrix", "write_manifest"]
+__all__ = ["PROGRESS_FILE", "CompareError", "RunSpec", "run_local", "run_matrix", "validate_configs",
+           "write_manifest"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         ) from None
     if ray.is_initialized():
         return
+    if address is not None:
+        check_reachable(address)
     try:
         if address is None:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
@@ -70,6 +73,21 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         raise CompareError(
             f"cannot reach a Ray cluster at {address!r} ({error}); start one with `ray start --head` and "
             f"pass the address it prints, or omit --ray-address to start a local Ray instance"
+        ) from None
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` nobody listens on (ray.init would retry for minutes)."""
+    if address == "auto" or address.startswith("ray://") and ":" not in address[6:]:
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as error:
+        raise CompareError(
+            f"cannot reach a Ray cluster at {address!r} ({error}); start one with `ray start --head` and "
+            f"pass the address it prints (e.g. 127.0.0.1:6379), or omit --ray-address to start a local "
+            f"Ray instance"
         ) from None
 
 

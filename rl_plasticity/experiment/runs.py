@@ -18,6 +18,7 @@ import numpy as np
 
 RETURN_TAG = "charts/episodic_return"
 FRICTION_TAG = "env/friction"
+_MOVED_ASIDE = re.compile(r"\.old-\d{8}-\d{6}")
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 # Two-sided 95% Student-t quantiles for 1..30 degrees of freedom; beyond that the normal 1.96 is close.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -78,7 +79,8 @@ def find_run_dirs(logdir: Path) -> list[Path]:
     if not logdir.is_dir():
         raise RunsError(f"log directory {str(logdir)!r} does not exist; pass the --logdir you trained into")
     found = {path.parent for path in logdir.rglob("events.out.tfevents.*")}
-    return sorted(found)
+    # Runs moved aside by `train --fresh` (<run>.old-<time>) are history, not part of the comparison.
+    return sorted(path for path in found if not any(_MOVED_ASIDE.search(part) for part in path.parts))
 
 
 def load_run(path: Path, logdir: Path) -> Run:
