@@ -41,6 +41,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from rl_plasticity.experiment.config import load_config
+    from rl_plasticity.experiment.environment import backend_name
     from rl_plasticity.experiment.resume import move_aside
     from rl_plasticity.experiment.runner import Trainer, TrainingDiverged
 
@@ -65,7 +66,8 @@ def run_train(args: argparse.Namespace) -> int:
     start = f"resuming from {trainer.resumed_from} at step {trainer.agent.global_step:,}" \
         if trainer.resumed_from else "training"
     print(f"{start}: {args.config} (preset {config.preset}, cbp {'on' if config.cbp.enabled else 'off'}) on "
-          f"{config.env.id} for {config.run.total_steps:,} steps -> {run_dir}", file=sys.stderr)
+          f"{config.env.id} x{config.env.num_envs} ({backend_name(trainer.envs)}) for "
+          f"{config.run.total_steps:,} steps -> {run_dir}", file=sys.stderr)
     try:
         summary = trainer.train(progress=not args.quiet)
     except KeyboardInterrupt:

@@ -50,13 +50,13 @@ def env_kwargs(config: EnvConfig, seed: int) -> dict[str, Any]:
 
 
 def make_vector_env(config: EnvConfig, seed: int) -> gym.vector.VectorEnv:
-    """The config's env as a Gymnasium vector env with same-step autoreset (``info["final_obs"]``)."""
-    spec = _spec(config.id)
+    """The config's env as a Gymnasium vector env with same-step autoreset (``info["final_obs"]``): the
+    batched MuJoCo env where ``env.backend`` asks for it and the id supports it, else ``gym.make_vec``."""
+    kwargs = env_kwargs(config, seed)
     try:
-        vector_env = gym.make_vec(
-            spec, num_envs=config.num_envs, vectorization_mode=config.vectorization,
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-            **env_kwargs(config, seed),
+        vector_env = envs.make_vec(
+            config.id, config.num_envs, backend=config.backend, vectorization_mode=config.vectorization,
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}, **kwargs,
         )
     except (TypeError, ValueError, gym.error.Error) as error:
         raise ConfigError(f"env: cannot build {config.id!r} with these settings: {error}; check env.kwargs "
@@ -69,6 +69,15 @@ def make_vector_env(config: EnvConfig, seed: int) -> gym.vector.VectorEnv:
                           f"(Box) "
                           f"actions and observations: use a MuJoCo or classic-control continuous env")
     return vector_env
+
+
+def backend_name(vector_env: gym.vector.VectorEnv) -> str:
+    """Which simulator backend a vector env from `make_vector_env` uses: ``batched``,
+    ``gymnasium-sync`` or ``gymnasium-async``."""
+    raw = vector_env.unwrapped
+    if isinstance(raw, envs.BatchedMujocoEnv):
+        return "batched"
+    return "gymnasium-async" if isinstance(raw, gym.vector.AsyncVectorEnv) else "gymnasium-sync"
 
 
 def physics_values(info: dict[str, Any]) -> dict[str, float]:

@@ -8,12 +8,13 @@ from typing import Any
 
 from rl_plasticity.experiment.config import Config, config_to_dict
 
-#: Keys a resume may change: how long to run, how often to checkpoint, threads and logging. Everything
-#: else shapes the training itself, so a checkpoint only continues under the config that wrote it.
+#: Keys a resume may change: how long to run, how often to checkpoint, threads, logging and the env
+#: backend (both write the same state and give the same transitions). Everything else shapes the
+#: training itself, so a checkpoint only continues under the config that wrote it.
 #: (A longer ``run.total_steps`` extends a run; with ``optimizer.anneal_lr`` the learning rate then
 #: decays over the new length from where it is.)
 RESUMABLE_KEYS = ("run.total_steps", "run.checkpoint_every", "run.keep_checkpoints", "run.torch_threads",
-                  "run.update_threads", "log.")
+                  "run.update_threads", "log.", "env.backend")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
