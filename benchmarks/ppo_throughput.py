@@ -1,16 +1,19 @@
 """Env steps per second of our PPO, PPO+CBP and Stable-Baselines3's PPO with the paper's settings.
 
-All three train SlipperyAnt-v5 with the dohare preset's hyperparameters (single env, 2x256 ReLU policy
-and value nets, rollout 2048, 10 epochs x minibatch 128, lr 1e-4, no gradient or value clipping, no
-entropy bonus, value loss weight 1). PPO+CBP runs with maturity 0, so it pays the steady-state cost of
-replacing units at the paper's rate from the start. Our runs log to TensorBoard as a real run does
-(probes every 20,480 steps, into a temporary directory).
+All train SlipperyAnt-v5 with the dohare preset's hyperparameters (2x256 ReLU policy and value nets,
+rollout 2048 steps in all, 10 epochs x minibatch 128, lr 1e-4, no gradient or value clipping, no entropy
+bonus, value loss weight 1). With ``--num-envs N`` every agent steps N copies (rollout 2048 / N per
+copy; SB3 through its DummyVecEnv); ours run on each ``--backends`` simulator (batched: the copies'
+MuJoCo on threads in one process; gymnasium: gym.make_vec sync). PPO+CBP runs with maturity 0, so it
+pays the steady-state cost of replacing units at the paper's rate from the start. Our runs log to
+TensorBoard as a real run does (probes every 20,480 steps, into a temporary directory).
 
 The agents take turns, one rollout+update each per round, so load from other processes hits all of them
 alike; each agent's median over the rounds is reported, and the time breakdown of our agents' median
 round.
 
     python benchmarks/ppo_throughput.py [--rounds 8] [--threads 1] [--update-threads N] [--skip-sb3]
+    python benchmarks/ppo_throughput.py --num-envs 4 --backends batched,gymnasium
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ PHASES = [("env.step", "env"), ("policy inference + bookkeeping", "inference"),
 class OursRound:
     """Our trainer, timed one iteration at a time with a per-phase breakdown."""
 
-    def __init__(self, cbp: bool, threads: int, update_threads: int | None, logdir: str) -> None:
+    def __init__(self, cbp: bool, threads: int, update_threads: int | None, logdir: str, num_envs: int = 1,
+                 backend: str = "batched") -> None:
         overrides = ["env.id=SlipperyAnt-v5", f"run.torch_threads={threads}", "run.total_steps=1_000_000_000",
-                     "run.checkpoint_every=1_000_000_000"]
+                     "run.checkpoint_every=1_000_000_000", f"env.num_envs={num_envs}",
+                     f"ppo.rollout_steps={ROLLOUT // num_envs}", f"env.backend={backend}"]
         if update_threads:
             overrides.append(f"run.update_threads={update_threads}")
         if cbp:
@@ -82,14 +87,17 @@ def _timed(step: Callable[[], None], total: list[float]) -> Callable[[], None]:
 class SB3Round:
     """Stable-Baselines3's PPO with the same hyperparameters, one rollout+update per call."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, num_envs: int = 1) -> None:
         from stable_baselines3 import PPO as SB3PPO
+        from stable_baselines3.common.vec_env import DummyVecEnv
 
         self.threads = threads
         torch.set_num_threads(threads)
-        self.env = gym.make("SlipperyAnt-v5", change_every=2_000_000, schedule_seed=0)
+        self.env = DummyVecEnv([lambda: gym.make("SlipperyAnt-v5", change_every=2_000_000, schedule_seed=0)
+                                for _ in range(num_envs)])
         self.model = SB3PPO(
-            "MlpPolicy", self.env, n_steps=ROLLOUT, batch_size=128, n_epochs=10, learning_rate=1e-4,
+            "MlpPolicy", self.env, n_steps=ROLLOUT // num_envs, batch_size=128, n_epochs=10,
+            learning_rate=1e-4,
             gamma=0.99, gae_lambda=0.95, clip_range=0.2, clip_range_vf=None, ent_coef=0.0, vf_coef=1.0,
             max_grad_norm=1e9, device="cpu", seed=0, verbose=0,
             policy_kwargs={"net_arch": {"pi": [256, 256], "vf": [256, 256]}, "activation_fn": nn.ReLU},
@@ -109,49 +117,60 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="timed rollouts per agent (after a warm-up)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every agent")
     parser.add_argument("--update-threads", type=int, help="our run.update_threads (default: --threads)")
+    parser.add_argument("--num-envs", type=int, default=1, help="env copies per agent (rollout 2048 in all)")
+    parser.add_argument("--backends", default="batched", help="our env.backend(s), comma-separated: "
+                        "batched, gymnasium or both (default batched)")
     parser.add_argument("--skip-sb3", action="store_true", help="do not time Stable-Baselines3")
     args = parser.parse_args()
+    backends = args.backends.split(",")
 
     with tempfile.TemporaryDirectory() as logdir:
-        agents: dict[str, Callable[[], dict[str, float]]] = {
-            "ours PPO": OursRound(False, args.threads, args.update_threads, f"{logdir}/ppo"),
-            "ours PPO+CBP": OursRound(True, args.threads, args.update_threads, f"{logdir}/cbp"),
-        }
+        agents: dict[str, Callable[[], dict[str, float]]] = {}
+        for backend in backends:
+            for cbp in (False, True):
+                name = f"PPO{'+CBP' if cbp else ''} {backend}"
+                agents[name] = OursRound(cbp, args.threads, args.update_threads, f"{logdir}/{name}",
+                                         args.num_envs, backend)
         if not args.skip_sb3:
             try:
-                agents["SB3 PPO"] = SB3Round(args.threads)
+                agents["SB3 PPO"] = SB3Round(args.threads, args.num_envs)
             except ImportError:
                 print("stable-baselines3 is not installed (pip install stable-baselines3); skipping it\n")
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in agents}
         for _ in range(args.rounds):
             for name, one_round in agents.items():
                 rounds[name].append(one_round())
-        replaced = agents["ours PPO+CBP"].replaced()
+        replaced = {name: agent.replaced() for name, agent in agents.items() if isinstance(agent, OursRound)}
 
-    print(f"torch {torch.__version__}, {args.threads} thread(s), SlipperyAnt-v5, {args.rounds} rollouts of "
-          f"{ROLLOUT} steps per agent, interleaved\n")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), SlipperyAnt-v5 x{args.num_envs}, "
+          f"{args.rounds} rollouts of {ROLLOUT} steps per agent, interleaved\n")
     sps = {name: ROLLOUT / statistics.median(r["seconds"] for r in runs) for name, runs in rounds.items()}
     best = {name: ROLLOUT / min(r["seconds"] for r in runs) for name, runs in rounds.items()}
     sb3 = sps.get("SB3 PPO")
-    print(f"{'agent':<16}{'steps/s (median)':>18}{'vs SB3':>8}{'best round':>12}")
+    print(f"{'agent':<22}{'steps/s (median)':>18}{'vs SB3':>8}{'best round':>12}")
     for name in rounds:
         ratio = f"{sps[name] / sb3:.2f}x" if sb3 else "-"
-        print(f"{name:<16}{sps[name]:>18.0f}{ratio:>8}{best[name]:>12.0f}")
-    print(f"\nPPO+CBP vs PPO: {100 * (sps['ours PPO+CBP'] / sps['ours PPO'] - 1):+.1f}% steps/s (median), "
-          f"{100 * (best['ours PPO+CBP'] / best['ours PPO'] - 1):+.1f}% (best round); "
-          f"{replaced} units replaced in all")
+        print(f"{name:<22}{sps[name]:>18.0f}{ratio:>8}{best[name]:>12.0f}")
+    for backend in backends:
+        ppo, cbp = f"PPO {backend}", f"PPO+CBP {backend}"
+        print(f"PPO+CBP vs PPO ({backend}): {100 * (sps[cbp] / sps[ppo] - 1):+.1f}% steps/s (median), "
+              f"{100 * (best[cbp] / best[ppo] - 1):+.1f}% (best round); {replaced[cbp]} units replaced")
 
-    print("\nseconds per 2048-step rollout, our median round")
-    print(f"{'phase':<34}{'PPO':>8}{'PPO+CBP':>9}")
+    ours = [name for name in rounds if name in replaced]
+    print(f"\nseconds per {ROLLOUT}-step rollout, median round of each of our agents")
+    print(f"{'phase':<34}" + "".join(f"{name:>19}" for name in ours))
     medians = {}
-    for name in ("ours PPO", "ours PPO+CBP"):
+    for name in ours:
         runs = sorted(rounds[name], key=lambda r: r["seconds"])
         medians[name] = runs[len(runs) // 2]
     for label, key in PHASES + [("total", "seconds")]:
-        ppo, cbp = medians["ours PPO"][key], medians["ours PPO+CBP"][key]
-        if key == "update":
-            ppo, cbp = ppo - medians["ours PPO"]["cbp"], cbp - medians["ours PPO+CBP"]["cbp"]
-        print(f"{label:<34}{ppo:>8.3f}{cbp:>9.3f}")
+        values = []
+        for name in ours:
+            value = medians[name][key]
+            if key == "update":
+                value -= medians[name]["cbp"]
+            values.append(value)
+        print(f"{label:<34}" + "".join(f"{v:>19.3f}" for v in values))
 
 
 if __name__ == "__main__":

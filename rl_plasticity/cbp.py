@@ -29,6 +29,7 @@ InitFn = Callable[[Tensor, int], Tensor | None]
 
 UTILITIES = ("contribution", "adaptable_contribution", "random")
 INITS = ("lecun", "kaiming", "xavier", "pytorch_default")
+MAX_PENDING_BATCHES = 64
 
 
 def _init_bound(name: str, fan_in: int, fan_out: int) -> float:
@@ -113,7 +114,9 @@ class ContinualBackprop:
         #: indices replaced in each hidden layer by the most recent step (empty tensors if none)
         self.last_replaced: list[Tensor] = [torch.empty(0, dtype=torch.long) for _ in widths]
         self.steps = 0
-        self._features: list[list[Tensor]] = [[] for _ in widths]
+        # Bounded: forwards without a following step() (a forgotten manual step, grad-enabled evaluation)
+        # must not hold on to memory; the step then scores the most recent batches.
+        self._features: list[deque[Tensor]] = [deque(maxlen=MAX_PENDING_BATCHES) for _ in widths]
         self._warned_no_features = False
 
         self._handles = [
@@ -164,8 +167,10 @@ class ContinualBackprop:
             self.discard_features()
             return
         self.steps += 1
+        # Every layer's statistics first, then the replacements, as in the paper's code; a replacement
+        # in layer k touches only W_k's rows and W_{k+1}'s columns, which no later ranking reads.
+        self._update_statistics()
         for k in range(self.num_hidden_layers):
-            self._update_statistics(k)
             count = self._number_to_replace(k)
             if count:
                 with torch.no_grad():
@@ -182,27 +187,33 @@ class ContinualBackprop:
             store.clear()
 
     def _batch_features(self, k: int) -> Tensor:
-        parts = [f.reshape(-1, f.shape[-1]) for f in self._features[k]]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        parts = self._features[k]
+        if len(parts) == 1 and parts[0].dim() == 2:
+            return parts[0]
+        return torch.cat([f.reshape(-1, f.shape[-1]) for f in parts])  # gradient accumulation
 
-    def _update_statistics(self, k: int) -> None:
-        # Sums with the 1/n folded into the update weight: this runs after every optimizer step.
+    @torch.no_grad()
+    def _update_statistics(self) -> None:
+        # This runs after every optimizer step and its cost is mostly per-op dispatch, so every layer is
+        # updated at once with torch's multi-tensor (_foreach) kernels, the ones torch.optim uses.
         if self.utility == "random" and not self.bias_correction:
             return
-        features = self._batch_features(k)
+        features = [self._batch_features(k) for k in range(self.num_hidden_layers)]
         keep = 1.0 - self.decay_rate
         if self.bias_correction:
-            self._mean_activation[k].mul_(self.decay_rate).add_(features.sum(0), alpha=keep / len(features))
+            torch._foreach_lerp_(self._mean_activation, [f.mean(0) for f in features], keep)
         if self.utility == "random":
             return
-        outgoing = self.layers[k + 1].weight.detach()
-        instant_scale = keep / (len(features) * outgoing.shape[0])
-        feature_magnitude = features.abs().sum(0)
+        feature_magnitude = [f.sum(0) for f in torch._foreach_abs(features)]
+        outgoing = self.layers[1:]
+        outgoing_magnitude = [w.sum(0) for w in torch._foreach_abs([layer.weight for layer in outgoing])]
         if self.utility == "adaptable_contribution":
-            feature_magnitude /= self.layers[k].weight.detach().abs().mean(1) + 1e-12
-        self._utility[k].mul_(self.decay_rate).addcmul_(
-            feature_magnitude, outgoing.abs().sum(0), value=instant_scale
-        )
+            feature_magnitude = [m / (layer.weight.abs().mean(1) + 1e-12)
+                                 for m, layer in zip(feature_magnitude, self.layers, strict=False)]
+        # The running average of mean_batch |h_i| * mean_k |W_next[k, i]|, with both means' 1/n here.
+        scales = [keep / (len(f) * layer.out_features) for f, layer in zip(features, outgoing, strict=True)]
+        torch._foreach_mul_(self._utility, self.decay_rate)
+        torch._foreach_addcmul_(self._utility, feature_magnitude, outgoing_magnitude, scales)
 
     def _number_to_replace(self, k: int) -> int:
         if self.replacement_rate == 0.0 or self.steps <= self.maturity_threshold:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from rl_plasticity import ContinualBackprop
+from rl_plasticity.cbp import MAX_PENDING_BATCHES
 
 
 def mlp(*sizes: int, seed: int = 0) -> nn.Sequential:
@@ -393,6 +394,14 @@ def test_discarded_features_do_not_count_in_the_next_step() -> None:
         train_step(net, optimizer, x, y)
         utilities.append(cbp.utilities()[0])
     assert torch.equal(utilities[0], utilities[1])
+
+
+def test_forwards_without_a_step_do_not_pile_up() -> None:
+    net = mlp(4, 8, 2)
+    cbp = ContinualBackprop(linears(net), replacement_rate=0)
+    for _ in range(1000):
+        net(torch.randn(3, 4))
+    assert len(cbp._features[0]) == MAX_PENDING_BATCHES
 
 
 def test_load_state_dict_rejects_other_network() -> None:
