@@ -16,6 +16,7 @@ def python_blocks() -> list[str]:
 
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_python_example_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(README.parent)  # examples read configs/...; they write only under /tmp
+    monkeypatch.chdir(README.parent)  # examples read configs/...; what they write goes to tmp_path
     code = python_blocks()[index].replace("/tmp/checkpoint.pt", str(tmp_path / "checkpoint.pt"))
+    code = code.replace('"runs/', f'"{tmp_path}/runs/')
     exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "readme_example"})

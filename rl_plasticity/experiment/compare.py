@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -134,12 +135,13 @@ def _format_status(specs: Sequence[RunSpec], active: dict[RunSpec, _Active], don
     return "\n".join(lines)
 
 
-def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: float = 2.0,
+def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: float | None = None,
               stream: TextIO = sys.stderr, retries: int = 1) -> dict[str, list[str]]:
     """Runs the specs as child processes, ``workers`` at a time (default: one per core, at most one per
-    run), with a live table of their progress. A run that crashes is started again up to ``retries``
-    times and resumes from its last checkpoint (a user error, exit code 2, is not retried). Ctrl-C stops
-    every child cleanly (each checkpoints at its next rollout boundary) and returns.
+    run), with a table of their progress redrawn every ``refresh`` seconds (default 2 on a terminal, 30
+    in a log). A run that crashes is started again up to ``retries`` times and resumes from its last
+    checkpoint (a user error, exit code 2, is not retried). Ctrl-C stops every child cleanly (each
+    checkpoints at its next rollout boundary) and returns.
     """
     if workers is not None and workers < 1:
         raise CompareError(f"--workers must be at least 1, got {workers}")
@@ -153,7 +155,12 @@ def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: flo
     # Each child trains single-threaded per core; more torch threads per child would oversubscribe.
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     interactive = stream.isatty()
+    if refresh is None:  # a live table on a terminal; in a log file, a snapshot every half minute
+        refresh = 2.0 if interactive else 30.0
     last_drawn = 0.0
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while pending or active:
             while pending and len(active) < workers:
@@ -200,7 +207,14 @@ def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: flo
             entry.log.close()
             outcome["interrupted"].append(str(spec.run_dir))
         stream.write("stopped; run the same command again to continue where the runs left off\n")
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     return outcome
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # a scheduler's SIGTERM stops the runs as cleanly as Ctrl-C
 
 
 def write_manifest(specs: Sequence[RunSpec], logdir: Path) -> None:

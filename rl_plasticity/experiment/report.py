@@ -119,10 +119,11 @@ def write_csv(summaries: list[ConfigSummary], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _curve_with_band(runs: list[Run], edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _curve_with_band(runs: list[Run], edges: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-seed binned returns, their mean and the 95% band."""
     curves = np.array([binned_returns(run, edges) for run in runs])
     stats = [estimate(curves[:, b]) for b in range(curves.shape[1])]
-    return (np.array([s.mean for s in stats]), np.array([s.low for s in stats]),
+    return (curves, np.array([s.mean for s in stats]), np.array([s.low for s in stats]),
             np.array([s.high for s in stats]))
 
 
@@ -157,10 +158,14 @@ def write_plot(grouped: dict[str, list[Run]], path: Path, bins: int = 60) -> Non
     edges = np.linspace(0, end, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
     first_run = next(iter(grouped.values()))[0]
+    seed_curves = []
     for name, runs in grouped.items():
-        mean, low, high = _curve_with_band(runs, edges)
-        (line,) = axes[0].plot(centres, mean, label=f"{name} (n={len(runs)})")
+        curves, mean, low, high = _curve_with_band(runs, edges)
+        (line,) = axes[0].plot(centres, mean, label=f"{name} (n={len(runs)})", linewidth=2)
         axes[0].fill_between(centres, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        for curve in curves:  # each seed, thin: with few seeds the band alone says little
+            axes[0].plot(centres, curve, color=line.get_color(), linewidth=0.6, alpha=0.5)
+        seed_curves.append(curves)
         for axis, (_, pattern) in zip(axes[1:], panels[1:], strict=False):
             steps, values = _metric_curve(runs, pattern)
             if pattern.startswith("cbp"):
@@ -170,13 +175,18 @@ def write_plot(grouped: dict[str, list[Run]], path: Path, bins: int = 60) -> Non
                 values = np.mean(totals, axis=0) if totals else values
             if len(steps):
                 axis.plot(steps, values, color=line.get_color(), label=name)
+    finite = np.concatenate([c.ravel() for c in seed_curves])
+    finite = finite[np.isfinite(finite)]
+    if finite.size:  # frame the seeds; a small-n band may run past the frame
+        span = max(finite.max() - finite.min(), 1e-9)
+        axes[0].set_ylim(finite.min() - 0.05 * span, finite.max() + 0.05 * span)
     for segment in friction_segments(first_run)[1:]:
         axes[0].axvline(segment.start, color="grey", linestyle=":", linewidth=1)
     for axis, (title, _) in zip(axes, panels, strict=False):
         axis.set_title(title)
         axis.set_xlabel("env steps")
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel("episodic return (mean, 95% CI)")
+    axes[0].set_ylabel("episodic return (mean, 95% CI, thin: seeds)")
     axes[0].legend(loc="best", fontsize="small")
     axes[0].text(0.01, 0.01, "dotted: friction changes (first run)", transform=axes[0].transAxes,
                  fontsize="x-small", color="grey")
