@@ -105,15 +105,21 @@ class Trainer:
         self.resumed_from: Path | None = None
         if found is not None:
             self.resumed_from = found[0]
-            self.load_state_dict(found[1])
+            try:
+                self.load_state_dict(found[1])
+            except Exception:
+                self.envs.close()
+                raise
             self.checkpoints.append(found[0])
         self.logger: TrainingLogger | None = None
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(config_to_yaml(config))
-            # On resume, TensorBoard drops the interrupted attempt's points after the checkpoint's step
-            # (those at that step were flushed before the checkpoint was written, and stay).
-            purge_step = self.agent.global_step + 1 if found is not None else None
+            # On resume (or a restart after an attempt that died before its first checkpoint),
+            # TensorBoard drops the earlier attempt's points after the checkpoint's step (those at that
+            # step were flushed before the checkpoint was written, and stay).
+            earlier = found is not None or any(self.run_dir.glob("events.out.tfevents.*"))
+            purge_step = self.agent.global_step + 1 if earlier else None
             self.logger = TrainingLogger(self.run_dir, self.agent, purge_step=purge_step)
             if found is None:
                 self.logger.hyperparameters(config)
