@@ -118,6 +118,7 @@ class ContinualBackprop:
         # must not hold on to memory; the step then scores the most recent batches.
         self._features: list[deque[Tensor]] = [deque(maxlen=MAX_PENDING_BATCHES) for _ in widths]
         self._warned_no_features = False
+        self._scratch: list[tuple[Tensor, Tensor, Tensor, Tensor] | None] = [None for _ in widths]
 
         self._handles = [
             layer.register_forward_pre_hook(self._make_capture_hook(k))
@@ -194,26 +195,36 @@ class ContinualBackprop:
 
     @torch.no_grad()
     def _update_statistics(self) -> None:
-        # This runs after every optimizer step and its cost is mostly per-op dispatch, so every layer is
-        # updated at once with torch's multi-tensor (_foreach) kernels, the ones torch.optim uses.
+        # This runs after every optimizer step on small tensors, where allocation and dispatch cost more
+        # than arithmetic: results go into per-layer scratch buffers (out=) instead of new tensors.
         if self.utility == "random" and not self.bias_correction:
             return
-        features = [self._batch_features(k) for k in range(self.num_hidden_layers)]
         keep = 1.0 - self.decay_rate
-        if self.bias_correction:
-            torch._foreach_lerp_(self._mean_activation, [f.mean(0) for f in features], keep)
-        if self.utility == "random":
-            return
-        feature_magnitude = [f.sum(0) for f in torch._foreach_abs(features)]
-        outgoing = self.layers[1:]
-        outgoing_magnitude = [w.sum(0) for w in torch._foreach_abs([layer.weight for layer in outgoing])]
-        if self.utility == "adaptable_contribution":
-            feature_magnitude = [m / (layer.weight.abs().mean(1) + 1e-12)
-                                 for m, layer in zip(feature_magnitude, self.layers, strict=False)]
-        # The running average of mean_batch |h_i| * mean_k |W_next[k, i]|, with both means' 1/n here.
-        scales = [keep / (len(f) * layer.out_features) for f, layer in zip(features, outgoing, strict=True)]
-        torch._foreach_mul_(self._utility, self.decay_rate)
-        torch._foreach_addcmul_(self._utility, feature_magnitude, outgoing_magnitude, scales)
+        for k in range(self.num_hidden_layers):
+            features = self._batch_features(k)
+            outgoing = self.layers[k + 1].weight
+            abs_features, feature_magnitude, abs_outgoing, outgoing_magnitude = self._scratch_for(k, features)
+            if self.bias_correction:
+                self._mean_activation[k].lerp_(torch.mean(features, 0, out=feature_magnitude), keep)
+            if self.utility == "random":
+                continue
+            torch.sum(torch.abs(features, out=abs_features), 0, out=feature_magnitude)
+            torch.sum(torch.abs(outgoing, out=abs_outgoing), 0, out=outgoing_magnitude)
+            if self.utility == "adaptable_contribution":
+                feature_magnitude /= self.layers[k].weight.abs().mean(1) + 1e-12
+            # The running average of mean_batch |h_i| * mean_k |W_next[k, i]| (both 1/n folded in here).
+            self._utility[k].mul_(self.decay_rate).addcmul_(
+                feature_magnitude, outgoing_magnitude, value=keep / (len(features) * outgoing.shape[0]))
+
+    def _scratch_for(self, k: int, features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        scratch = self._scratch[k]
+        if scratch is None or scratch[0].shape != features.shape:
+            width = features.shape[1]
+            outgoing = self.layers[k + 1].weight
+            scratch = self._scratch[k] = (torch.empty_like(features), features.new_empty(width),
+                                          torch.empty_like(outgoing, requires_grad=False),
+                                          features.new_empty(width))
+        return scratch
 
     def _number_to_replace(self, k: int) -> int:
         if self.replacement_rate == 0.0 or self.steps <= self.maturity_threshold:
