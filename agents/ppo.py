@@ -249,6 +249,8 @@ class PPO:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
         minibatches = self.batch_size // s.minibatch_size
+        before = [torch.cat([p.detach().reshape(-1) for p in params])
+                  for params in (self._policy_params, self._value_params)]
         records = torch.zeros((s.epochs * minibatches, len(UPDATE_STATS)))
         for epoch in range(s.epochs):
             order = torch.randperm(self.batch_size, generator=self.generator)
@@ -262,6 +264,10 @@ class PPO:
         stats = dict(zip(UPDATE_STATS, records.mean(0).tolist(), strict=True))
         stats["explained_variance"] = _explained_variance(self.values.view(-1), self.returns.view(-1))
         stats["learning_rate"] = lr
+        for name, params, previous in zip(("policy", "value"), (self._policy_params, self._value_params),
+                                          before, strict=True):
+            after = torch.cat([p.detach().reshape(-1) for p in params])
+            stats[f"{name}_weight_change"] = float(torch.linalg.vector_norm(after - previous))
         self.timings["update"] += time.perf_counter() - started
         return stats
 

@@ -31,7 +31,7 @@ SCALAR_TAGS = [
     "env/friction",
     *(f"plasticity/{net}/layer{k}/{metric}"
       for net in ("policy", "value") for k in (0, 1) for metric in METRICS),
-    *(f"plasticity/{net}/grad_norm" for net in ("policy", "value")),
+    *(f"plasticity/{net}/{name}" for net in ("policy", "value") for name in ("grad_norm", "weight_change")),
     *(f"cbp/{net}/layer{k}/replaced" for net in ("policy", "value") for k in (0, 1)),
 ]
 HISTOGRAM_TAGS = [f"cbp/{net}/layer{k}/utility" for net in ("policy", "value") for k in (0, 1)]

@@ -258,3 +258,15 @@ def test_update_threads_default_to_two_cores_unless_a_thread_limit_is_set(
     explicit = make_trainer("env.id=Pendulum-v1", "ppo.hidden_sizes=[8]", "run.update_threads=3")
     assert explicit.update_threads == 3
     explicit.close()
+
+
+def test_weight_change_is_the_norm_of_the_update() -> None:
+    for lr, moved in ((0.0, False), (3e-4, True)):
+        trainer = make_trainer("env.id=Pendulum-v1", "ppo.hidden_sizes=[8]", "ppo.rollout_steps=256",
+                               "ppo.minibatch_size=64", "ppo.epochs=1", f"optimizer.lr={lr}")
+        before = torch.cat([p.detach().reshape(-1) for p in trainer.agent.value.parameters()])
+        stats = trainer.iterate()
+        after = torch.cat([p.detach().reshape(-1) for p in trainer.agent.value.parameters()])
+        assert stats["value_weight_change"] == pytest.approx(float((after - before).norm()), rel=1e-5)
+        assert (stats["policy_weight_change"] > 0) == moved and (stats["value_weight_change"] > 0) == moved
+        trainer.close()

@@ -6,7 +6,9 @@ Every scalar's step is the global env step, so runs of different configs overlay
 - ``losses/{policy_loss,value_loss,entropy,approx_kl,clipfrac,explained_variance}``
 - ``env/friction`` (and ``env/<parameter>`` for other drifting parameters)
 - ``plasticity/{policy,value}/layer{k}/{dormant_fraction,inactive_fraction,approx_rank,effective_rank,
-  weight_magnitude,feature_norm}`` and ``plasticity/{policy,value}/grad_norm`` (before clipping)
+  weight_magnitude,feature_norm}``, ``plasticity/{policy,value}/grad_norm`` (mean over the update's
+  minibatches, before clipping) and ``plasticity/{policy,value}/weight_change`` (L2 norm of the update's
+  parameter change)
 - ``cbp/{policy,value}/layer{k}/replaced`` (cumulative; 0 without CBP) and the histograms
   ``cbp/{policy,value}/layer{k}/utility``
 - the text ``hyperparameters``: every config key as a Markdown table
@@ -59,6 +61,7 @@ class TrainingLogger:
             add(f"losses/{tag}", stats[tag], step)
         for name in self.networks:
             add(f"plasticity/{name}/grad_norm", stats[f"{name}_grad_norm"], step)
+            add(f"plasticity/{name}/weight_change", stats[f"{name}_weight_change"], step)
             cbp = self.cbps[name]
             replaced = cbp.replaced_total if cbp is not None else [0] * self.hidden_layers
             for k, count in enumerate(replaced):
