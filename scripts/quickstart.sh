@@ -2,12 +2,14 @@
 # The main job on a fresh machine: install rl-plasticity, train standard PPO and PPO+CBP on Slippery
 # Hopper over 2 seeds each (one run per core), then write the comparison report. About 10 minutes on a
 # 2-core laptop. Run it again after an interruption: finished runs are skipped, the others resume.
+# Arguments go to `rl-plasticity compare`; LOGDIR picks the output directory, e.g. the paper's Ant:
+#   LOGDIR=runs/quickstart_ant bash scripts/quickstart.sh --set env.id=SlipperyAnt-v5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet -e .
 
-LOGDIR=runs/quickstart
+LOGDIR=${LOGDIR:-runs/quickstart}
 python3 -m rl_plasticity compare configs/quickstart/ppo.yaml configs/quickstart/cbp.yaml \
     --seeds 2 --logdir "$LOGDIR" "$@"
 python3 -m rl_plasticity report "$LOGDIR" --out "$LOGDIR/report"
