@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install rl-plasticity, train standard PPO and PPO+CBP on Slippery
-# Hopper over 2 seeds each (one run per core), then write the comparison report. About 10 minutes on a
+# Hopper over 2 seeds each (one run per core), then write the comparison report. About 6 minutes on a
 # 2-core laptop. Run it again after an interruption: finished runs are skipped, the others resume.
 # Arguments go to `rl-plasticity compare`; LOGDIR picks the output directory, e.g. the paper's Ant:
 #   LOGDIR=runs/quickstart_ant bash scripts/quickstart.sh --set env.id=SlipperyAnt-v5
