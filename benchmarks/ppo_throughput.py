@@ -47,8 +47,8 @@ class OursRound:
         overrides = ["env.id=SlipperyAnt-v5", f"run.torch_threads={threads}", "run.total_steps=1_000_000_000",
                      "run.checkpoint_every=1_000_000_000", f"env.num_envs={num_envs}",
                      f"ppo.rollout_steps={ROLLOUT // num_envs}", f"env.backend={backend}"]
-        # The same threads as SB3 unless asked otherwise (run.update_threads would default to 2 here).
-        overrides.append(f"run.update_threads={update_threads or threads}")
+        if update_threads:
+            overrides.append(f"run.update_threads={update_threads}")
         if cbp:
             overrides += ["cbp.enabled=true", "cbp.maturity_threshold=0", "optimizer.betas=[0.99, 0.99]",
                           "optimizer.weight_decay=1e-4"]

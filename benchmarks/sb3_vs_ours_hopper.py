@@ -77,8 +77,7 @@ def run_ours(steps: int, seed: int) -> tuple[float, float]:
         "env": {"id": ENV_ID, "num_envs": 1},
         "ppo": {"clip_vloss": False},  # see the module docstring
         "log": {"probe_every": 0, "histogram_every": 0, "progress_bar": False},
-        "run": {"total_steps": steps, "seed": seed, "checkpoint_every": 0, "torch_threads": 1,
-                "update_threads": 1},
+        "run": {"total_steps": steps, "seed": seed, "checkpoint_every": 0, "torch_threads": 1},
     })])
     trainer = Trainer(config)
     try:

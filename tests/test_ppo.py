@@ -4,7 +4,6 @@ exactly at time-limit ends, and the state round-trips."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -243,21 +242,6 @@ def test_running_mean_std_matches_numpy_over_batches() -> None:
         stats.update(chunk)
     np.testing.assert_allclose(stats.mean, data.mean(0), rtol=1e-5)
     np.testing.assert_allclose(stats.var, data.var(0), rtol=1e-3)
-
-
-def test_update_threads_default_to_two_cores_unless_a_thread_limit_is_set(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    trainer = make_trainer("env.id=Pendulum-v1", "ppo.hidden_sizes=[8]")
-    assert trainer.update_threads == 2
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as `compare` runs each training
-    assert trainer.update_threads == 1
-    trainer.close()
-    explicit = make_trainer("env.id=Pendulum-v1", "ppo.hidden_sizes=[8]", "run.update_threads=3")
-    assert explicit.update_threads == 3
-    explicit.close()
 
 
 def test_weight_change_is_the_norm_of_the_update() -> None:

@@ -81,9 +81,8 @@ class RunConfig:
     keep_checkpoints: int = setting(3, "newest checkpoints kept on disk (older ones are removed once a new "
                                     "one is complete); 0 = keep all", low=0)
     torch_threads: int = setting(1, "torch CPU threads; 1 is fastest for batch-1 rollout inference", low=1)
-    update_threads: int | None = setting(None, "torch threads during updates; null = auto: 2 if this "
-                                         "process may use 2+ CPUs and OMP_NUM_THREADS is unset (compare "
-                                         "sets it to 1 per run), else 1", low=1)
+    update_threads: int | None = setting(None, "torch threads during updates; null = torch_threads "
+                                         "(minibatches of 128 on 2x256 nets gain little from more)", low=1)
 
 
 @dataclass

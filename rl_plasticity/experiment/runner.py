@@ -13,7 +13,6 @@ curves continue at the checkpoint's step (later points of the interrupted attemp
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import sys
@@ -166,7 +165,7 @@ class Trainer:
         """One rollout and one update, then whatever logging and checkpointing are due."""
         previous = self.agent.global_step
         rollout = self.last_rollout = self.agent.collect_rollout()
-        with _torch_threads(self.update_threads):
+        with _torch_threads(self.config.run.update_threads):
             stats = self.agent.update()
         step = self.agent.global_step
         self._check_finite(stats, step)
@@ -188,18 +187,6 @@ class Trainer:
             self.save_checkpoint()
         self._write_progress("running")
         return stats
-
-    @property
-    def update_threads(self) -> int:
-        """``run.update_threads``, or automatically: the 2x256 update is compute-bound and gains from a
-        second core, while rollouts (batch-1 inference) do not; more than 2 threads do not pay."""
-        if self.config.run.update_threads is not None:
-            return self.config.run.update_threads
-        limit = os.environ.get("OMP_NUM_THREADS", "").strip()
-        if limit:
-            return max(1, int(limit)) if limit.isdigit() else 1
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return 2 if cpus >= 2 else 1
 
     def _due(self, every: int, previous: int, step: int, first: bool) -> bool:
         """Whether an event every ``every`` steps falls in ``(previous, step]`` (or this is the first
