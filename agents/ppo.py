@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 
 from agents.advantage import compute_gae
+from agents.network_threads import NetworkThreads
 from agents.networks import FastForward, GaussianPolicy, ValueFunction, linear_layers
 from agents.normalization import ObservationNormalizer, RewardScaler
 from agents.settings import CBPSettings, OptimizerSettings, PPOSettings
@@ -57,10 +59,15 @@ class PPO:
         total_steps: length of the run in env steps; needed for ``optimizer.anneal_lr``.
         seed: seeds the env resets, exploration noise, minibatch order and CBP's draws. Network
             initialisation uses torch's global RNG: call ``torch.manual_seed`` first for reproducibility.
+        parallel_networks: in the update, run the value network's forward and backward pass on a worker
+            thread while the policy's runs on the calling one (faster updates of large networks on two
+            cores); ``None`` decides by timing both ways on the first minibatches. Results are
+            bit-identical in every case (see `agents.network_threads`).
     """
 
     def __init__(self, envs: Any, settings: PPOSettings, optimizer: OptimizerSettings,
-                 cbp: CBPSettings | None = None, *, total_steps: int | None = None, seed: int = 0) -> None:
+                 cbp: CBPSettings | None = None, *, total_steps: int | None = None, seed: int = 0,
+                 parallel_networks: bool | None = False) -> None:
         self.envs = envs
         self.settings = settings
         self.optimizer_settings = optimizer
@@ -96,6 +103,7 @@ class PPO:
             self.cbp_policy = self._attach_cbp(self.policy.mean_net, cbp, seed_offset=1)
             self.cbp_value = self._attach_cbp(self.value.net, cbp, seed_offset=2)
         self._policy_mean_fast = FastForward(self.policy.mean_net, act)
+        self.network_threads = NetworkThreads(parallel_networks)
 
         self.obs_normalizer = ObservationNormalizer(self.obs_dim, settings.obs_clip) \
             if settings.normalize_obs else None
@@ -256,10 +264,11 @@ class PPO:
             order = torch.randperm(self.batch_size, generator=self.generator)
             for m in range(minibatches):
                 index = order[m * s.minibatch_size:(m + 1) * s.minibatch_size]
-                records[epoch * minibatches + m] = self._minibatch_step(
-                    obs[index], actions[index], old_logprobs[index], old_values[index], returns[index],
-                    advantages[index],
-                )
+                with self.network_threads.minibatch():
+                    records[epoch * minibatches + m] = self._minibatch_step(
+                        obs[index], actions[index], old_logprobs[index], old_values[index], returns[index],
+                        advantages[index],
+                    )
         self.updates_done += 1
         stats = dict(zip(UPDATE_STATS, records.mean(0).tolist(), strict=True))
         stats["explained_variance"] = _explained_variance(self.values.view(-1), self.returns.view(-1))
@@ -274,35 +283,47 @@ class PPO:
     def _minibatch_step(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, old_values: Tensor,
                         returns: Tensor, advantages: Tensor) -> Tensor:
         s = self.settings
-        if s.norm_adv == "minibatch":
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        log_ratio = self.policy.log_prob(obs, actions) - old_logprobs
-        ratio = log_ratio.exp()
-        policy_loss = torch.max(-advantages * ratio,
-                                -advantages * ratio.clamp(1.0 - s.clip_coef, 1.0 + s.clip_coef)).mean()
-        values = self.value(obs)
-        value_loss = (values - returns).square()
-        if s.clip_vloss:
-            clipped = old_values + (values - old_values).clamp(-s.clip_coef, s.clip_coef)
-            value_loss = torch.max(value_loss, (clipped - returns).square())
-        value_loss = value_loss.mean()
-        entropy = self.policy.entropy()
-        loss = policy_loss + s.vf_coef * value_loss - s.ent_coef * entropy
-
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # The networks share no parameter, so each loss backpropagates on its own: the gradients are those
+        # of the summed loss, bit for bit.
+        value_loss, (policy_loss, entropy, approx_kl, clipfrac) = self.network_threads.run(
+            partial(self._value_backward, obs, old_values, returns),
+            partial(self._policy_backward, obs, actions, old_logprobs, advantages),
+        )
         policy_norm = torch.nn.utils.get_total_norm([p.grad for p in self._policy_params])
         value_norm = torch.nn.utils.get_total_norm([p.grad for p in self._value_params])
         if s.max_grad_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(self._policy_params + self._value_params, s.max_grad_norm,
                                                  torch.hypot(policy_norm, value_norm))
         self.optimizer.step()  # CBP's generate-and-test runs here, through its post-step hooks
+        return torch.stack([policy_loss, value_loss, entropy, approx_kl, clipfrac, policy_norm, value_norm])
 
+    def _policy_backward(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor,
+                         advantages: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        s = self.settings
+        if s.norm_adv == "minibatch":
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        log_ratio = self.policy.log_prob(obs, actions) - old_logprobs
+        ratio = log_ratio.exp()
+        policy_loss = torch.max(-advantages * ratio,
+                                -advantages * ratio.clamp(1.0 - s.clip_coef, 1.0 + s.clip_coef)).mean()
+        entropy = self.policy.entropy()
+        (policy_loss - s.ent_coef * entropy).backward()
         with torch.no_grad():
             approx_kl = ((ratio - 1.0) - log_ratio).mean()
             clipfrac = ((ratio - 1.0).abs() > s.clip_coef).float().mean()
-            return torch.stack([policy_loss.detach(), value_loss.detach(), entropy.detach(), approx_kl,
-                                clipfrac, policy_norm, value_norm])
+        return policy_loss.detach(), entropy.detach(), approx_kl, clipfrac
+
+    def _value_backward(self, obs: Tensor, old_values: Tensor, returns: Tensor) -> Tensor:
+        s = self.settings
+        values = self.value(obs)
+        value_loss = (values - returns).square()
+        if s.clip_vloss:
+            clipped = old_values + (values - old_values).clamp(-s.clip_coef, s.clip_coef)
+            value_loss = torch.max(value_loss, (clipped - returns).square())
+        value_loss = value_loss.mean()
+        (s.vf_coef * value_loss).backward()
+        return value_loss.detach()
 
     def restart_episodes(self) -> None:
         """Forget the episodes in progress: the next rollout resets the envs (after restoring a state into

@@ -6,6 +6,12 @@ advance, all vector envs in SAME_STEP autoreset mode (as the trainer uses). The 
 changes from second to second, so for each number of copies every backend, the baseline included, runs
 in short interleaved slices and the table shows each one's median slice.
 
+The ``physics`` column is the ceiling of any vector env on this machine: the same copies doing nothing
+but MuJoCo's step (``mj_step`` with the task's frame skip, plus ``mj_rnePostConstraint`` where the task
+reads contact forces) on the batched env's thread pool, and a reset when a copy is no longer healthy;
+no observation, reward or info is computed. ``physics/base`` is therefore the most ``batched/base`` can
+reach here.
+
     python benchmarks/env_throughput.py [--env SlipperyAnt-v5] [--copies 1 2 4 8 16] [--seconds 3]
                                         [--slices 12] [--skip-async]
 """
@@ -17,15 +23,19 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 import envs
-from envs.thread_pool import available_cpus
+from envs.batched_tasks import task_for
+from envs.checkpoint import split_env
+from envs.thread_pool import SteppingPool, available_cpus
 
 SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
-VECTOR_BACKENDS = ("gym sync", "gym async", "batched")
+VECTOR_BACKENDS = ("gym sync", "gym async", "batched", "physics")
 
 
 class Runner:
@@ -76,6 +86,47 @@ def vector_runner(
     return Runner(vec.step, random_actions(vec.single_action_space, (num_envs,)), num_envs), vec
 
 
+def physics_runner(env_id: str, num_envs: int, env_kwargs: dict) -> tuple[Runner, PhysicsOnly]:
+    physics = PhysicsOnly(env_id, num_envs, env_kwargs)
+    return Runner(physics.step, random_actions(physics.single_action_space, (num_envs,)), num_envs), physics
+
+
+class PhysicsOnly:
+    """``num_envs`` copies stepped by MuJoCo alone on the batched env's thread pool (see the module doc)."""
+
+    def __init__(self, env_id: str, num_envs: int, env_kwargs: dict) -> None:
+        self.copies = [gym.make(env_id, **env_kwargs) for _ in range(num_envs)]
+        self.simulators = [split_env(env)[0] for env in self.copies]
+        for index, env in enumerate(self.copies):
+            env.reset(seed=index)
+        task = task_for(type(self.simulators[0]))
+        self.contact_forces = task is not None and task.needs_contact_forces
+        self.frame_skip = self.simulators[0].frame_skip
+        self.single_action_space = self.copies[0].action_space
+        self.pool = SteppingPool(min(num_envs, available_cpus()))
+        self.actions = np.zeros((num_envs, *self.single_action_space.shape))
+
+    def step(self, actions: np.ndarray) -> None:
+        self.actions = actions
+        self.pool.run(self._step_copy, range(len(self.copies)))
+        for env, simulator in zip(self.copies, self.simulators, strict=True):
+            if not getattr(simulator, "is_healthy", True):
+                env.reset()
+
+    def _step_copy(self, index: int) -> None:
+        simulator = self.simulators[index]
+        model, data = simulator.model, simulator.data
+        data.ctrl[:] = self.actions[index]
+        mujoco.mj_step(model, data, nstep=self.frame_skip)
+        if self.contact_forces:
+            mujoco.mj_rnePostConstraint(model, data)
+
+    def close(self) -> None:
+        self.pool.close()
+        for env in self.copies:
+            env.close()
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
@@ -93,10 +144,12 @@ def main() -> None:
     print(f"{available_cpus()} CPUs; load average at start {os.getloadavg()[0]:.2f} (other processes: noise)")
     print("gym.make = one env in a plain loop (baseline); vector envs autoreset in SAME_STEP mode\n")
     columns = " ".join(f"{name:>10}" for name in backends)
-    print(f"{'copies':>6} {columns} {'batched/base':>13} {'batched/sync':>13}")
+    print(f"{'copies':>6} {columns} {'batched/base':>13} {'batched/sync':>13} {'physics/base':>13}")
     for num_envs in args.copies:
         built = {"gym.make": single_env_runner(args.env, env_kwargs)}
-        built.update({name: vector_runner(name, args.env, num_envs, env_kwargs) for name in backends[1:]})
+        for name in backends[1:]:
+            make = physics_runner if name == "physics" else partial(vector_runner, name)
+            built[name] = make(args.env, num_envs, env_kwargs)
         samples: dict[str, list[float]] = {name: [] for name in backends}
         for _ in range(args.slices):
             for name, (runner, _) in built.items():
@@ -106,7 +159,8 @@ def main() -> None:
         rates = {name: statistics.median(values) for name, values in samples.items()}
         row = f"{num_envs:>6} " + " ".join(f"{rates[name]:>10,.0f}" for name in backends)
         over_base, over_sync = rates["batched"] / rates["gym.make"], rates["batched"] / rates["gym sync"]
-        print(f"{row} {over_base:>12.2f}x {over_sync:>12.2f}x", flush=True)
+        ceiling = rates["physics"] / rates["gym.make"]
+        print(f"{row} {over_base:>12.2f}x {over_sync:>12.2f}x {ceiling:>12.2f}x", flush=True)
     print(f"\nload average at end {os.getloadavg()[0]:.2f}")
 
 

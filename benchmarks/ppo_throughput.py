@@ -8,11 +8,17 @@ MuJoCo on threads in one process; gymnasium: gym.make_vec sync). PPO+CBP runs wi
 pays the steady-state cost of replacing units at the paper's rate from the start. Our runs log to
 TensorBoard as a real run does (probes every 20,480 steps, into a temporary directory).
 
+SB3 runs twice, on one torch thread and on torch's default number (as users run it; more threads help
+its update a little), and ``vs SB3`` compares with the faster of the two. Ours update the policy and the
+value network on two threads at once when their first minibatches time that faster
+(``run.parallel_networks: null``), or never with ``--sequential-networks``.
+
 The agents take turns, one rollout+update each per round, so load from other processes hits all of them
 alike; each agent's median over the rounds is reported, and the time breakdown of our agents' median
 round.
 
     python benchmarks/ppo_throughput.py [--rounds 8] [--threads 1] [--update-threads N] [--skip-sb3]
+                                        [--sequential-networks]
     python benchmarks/ppo_throughput.py --num-envs 4 --backends batched,gymnasium
 """
 
@@ -29,26 +35,29 @@ import torch
 from torch import nn
 
 import envs  # noqa: F401  (registers SlipperyAnt-v5)
+from envs.thread_pool import available_cpus
 from rl_plasticity.experiment.config import load_config
 from rl_plasticity.experiment.runner import Trainer
 
 ROLLOUT = 2048
 PHASES = [("env.step", "env"), ("policy inference + bookkeeping", "inference"),
-          ("values, log-probs, GAE", "advantage"),
-          ("update, 160 minibatches (w/o CBP)", "update"), ("CBP steps, 2 x 160", "cbp"),
-          ("TensorBoard logging + probes", "logging")]
+          ("values, log-probs, GAE", "advantage"), ("update, 160 minibatches", "update"),
+          ("  of which CBP steps, 2 x 160 (*)", "cbp"), ("TensorBoard logging + probes", "logging")]
+DEFAULT_TORCH_THREADS = torch.get_num_threads()  # before any agent sets its own
 
 
 class OursRound:
     """Our trainer, timed one iteration at a time with a per-phase breakdown."""
 
     def __init__(self, cbp: bool, threads: int, update_threads: int | None, logdir: str, num_envs: int = 1,
-                 backend: str = "batched") -> None:
+                 backend: str = "batched", parallel_networks: bool | None = None) -> None:
         overrides = ["env.id=SlipperyAnt-v5", f"run.torch_threads={threads}", "run.total_steps=1_000_000_000",
                      "run.checkpoint_every=1_000_000_000", f"env.num_envs={num_envs}",
                      f"ppo.rollout_steps={ROLLOUT // num_envs}", f"env.backend={backend}"]
         if update_threads:
             overrides.append(f"run.update_threads={update_threads}")
+        if parallel_networks is not None:
+            overrides.append(f"run.parallel_networks={str(parallel_networks).lower()}")
         if cbp:
             overrides += ["cbp.enabled=true", "cbp.maturity_threshold=0", "optimizer.betas=[0.99, 0.99]",
                           "optimizer.weight_decay=1e-4"]
@@ -115,11 +124,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=8, help="timed rollouts per agent (after a warm-up)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for every agent")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of our agents")
     parser.add_argument("--update-threads", type=int, help="our run.update_threads (default: --threads)")
     parser.add_argument("--num-envs", type=int, default=1, help="env copies per agent (rollout 2048 in all)")
     parser.add_argument("--backends", default="batched", help="our env.backend(s), comma-separated: "
                         "batched, gymnasium or both (default batched)")
+    parser.add_argument("--sequential-networks", action="store_true",
+                        help="update our policy and value networks one after the other "
+                        "(run.parallel_networks=false; by default timed both ways, the faster kept)")
     parser.add_argument("--skip-sb3", action="store_true", help="do not time Stable-Baselines3")
     args = parser.parse_args()
     backends = args.backends.split(",")
@@ -130,10 +142,12 @@ def main() -> None:
             for cbp in (False, True):
                 name = f"PPO{'+CBP' if cbp else ''} {backend}"
                 agents[name] = OursRound(cbp, args.threads, args.update_threads, f"{logdir}/{name}",
-                                         args.num_envs, backend)
+                                         args.num_envs, backend, False if args.sequential_networks else None)
         if not args.skip_sb3:
             try:
-                agents["SB3 PPO"] = SB3Round(args.threads, args.num_envs)
+                # SB3 as users run it (torch's default threads) and on one thread; the faster is the baseline.
+                for threads in sorted({1, DEFAULT_TORCH_THREADS}):
+                    agents[f"SB3 PPO {threads} thr"] = SB3Round(threads, args.num_envs)
             except ImportError:
                 print("stable-baselines3 is not installed (pip install stable-baselines3); skipping it\n")
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in agents}
@@ -142,11 +156,18 @@ def main() -> None:
                 rounds[name].append(one_round())
         replaced = {name: agent.replaced() for name, agent in agents.items() if isinstance(agent, OursRound)}
 
-    print(f"torch {torch.__version__}, {args.threads} thread(s), SlipperyAnt-v5 x{args.num_envs}, "
-          f"{args.rounds} rollouts of {ROLLOUT} steps per agent, interleaved\n")
+    print(f"torch {torch.__version__}, {args.threads} thread(s) for our rollouts, SlipperyAnt-v5 "
+          f"x{args.num_envs}, {args.rounds} rollouts of {ROLLOUT} steps per agent, interleaved; "
+          f"{available_cpus()} CPUs")
+    for name, agent in agents.items():
+        if isinstance(agent, OursRound):
+            parallel = agent.trainer.agent.network_threads.parallel
+            mode = {True: "on two threads", False: "one after the other", None: "(undecided)"}[parallel]
+            print(f"{name}: policy and value networks updated {mode}")
+    print()
     sps = {name: ROLLOUT / statistics.median(r["seconds"] for r in runs) for name, runs in rounds.items()}
     best = {name: ROLLOUT / min(r["seconds"] for r in runs) for name, runs in rounds.items()}
-    sb3 = sps.get("SB3 PPO")
+    sb3 = max((rate for name, rate in sps.items() if name.startswith("SB3")), default=None)
     print(f"{'agent':<22}{'steps/s (median)':>18}{'vs SB3':>8}{'best round':>12}")
     for name in rounds:
         ratio = f"{sps[name] / sb3:.2f}x" if sb3 else "-"
@@ -164,13 +185,8 @@ def main() -> None:
         runs = sorted(rounds[name], key=lambda r: r["seconds"])
         medians[name] = runs[len(runs) // 2]
     for label, key in PHASES + [("total", "seconds")]:
-        values = []
-        for name in ours:
-            value = medians[name][key]
-            if key == "update":
-                value -= medians[name]["cbp"]
-            values.append(value)
-        print(f"{label:<34}" + "".join(f"{v:>19.3f}" for v in values))
+        print(f"{label:<34}" + "".join(f"{medians[name][key]:>19.3f}" for name in ours))
+    print("(*) summed over both threads when the networks update in parallel (then partly overlapping)")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ exactly at time-limit ends, and the state round-trips."""
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,51 @@ def test_cbp_replaces_units_in_both_networks() -> None:
         assert all(count > 0 for count in cbp.replaced_total), cbp.replaced_total
     assert not torch.equal(before[0], agent.policy.mean_net[0].weight)
     trainer.close()
+
+
+@pytest.mark.parametrize(("preset", "parallel"),
+                         [("dohare", "true"), ("cleanrl", "true"), ("dohare", "null")])
+def test_parallel_network_updates_are_bit_identical_to_sequential_ones(preset: str, parallel: str) -> None:
+    # cleanrl clips the joint gradient norm and clips the value loss; dohare does neither. "null" times
+    # both ways in turn on these minibatches (too few to decide): switching must not change a bit either.
+    overrides = (f"preset={preset}", "env.id=InvertedPendulum-v5", "ppo.rollout_steps=256",
+                 "ppo.minibatch_size=64", "ppo.epochs=2", "ppo.ent_coef=0.01", "cbp.enabled=true",
+                 "cbp.maturity_threshold=2", "cbp.replacement_rate=0.05", "run.total_steps=768")
+    value_threads: list[str] = []
+
+    def note_thread(*_: object) -> None:
+        if torch.is_grad_enabled():
+            value_threads.append(threading.current_thread().name)
+
+    agents = []
+    for mode in ("false", parallel):
+        value_threads.clear()
+        trainer = make_trainer(*overrides, f"run.parallel_networks={mode}")
+        trainer.agent.value.register_forward_hook(note_thread)
+        trainer.train(progress=False)
+        agents.append(trainer.agent)
+        trainer.close()
+    on_worker = sum(name.startswith("ppo-value") for name in value_threads)
+    assert on_worker == (24 if parallel == "true" else 12), value_threads  # 3 updates x 8 minibatches
+    sequential, threaded = agents
+    assert sum(threaded.cbp_value.replaced_total) > 0
+    for name in ("policy", "value", "optimizer", "cbp_policy", "cbp_value"):
+        assert_same_state(sequential.state_dict()[name], threaded.state_dict()[name], name)
+
+
+def assert_same_state(a: object, b: object, where: str) -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{where}[{index}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
 
 
 # ---------------------------------------------------------------------- persistence

@@ -14,7 +14,7 @@ from rl_plasticity.experiment.config import Config, config_to_dict
 #: (A longer ``run.total_steps`` extends a run; with ``optimizer.anneal_lr`` the learning rate then
 #: decays over the new length from where it is.)
 RESUMABLE_KEYS = ("run.total_steps", "run.checkpoint_every", "run.keep_checkpoints", "run.torch_threads",
-                  "run.update_threads", "log.", "env.backend")
+                  "run.update_threads", "run.parallel_networks", "log.", "env.backend")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

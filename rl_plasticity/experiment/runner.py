@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from agents import PPO, Rollout
 from envs import get_vector_state, set_vector_state
+from envs.thread_pool import available_cpus
 from rl_plasticity.experiment.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
@@ -91,8 +92,9 @@ class Trainer:
         random.seed(run.seed)
         self.envs = make_vector_env(config.env, run.seed)
         try:
+            parallel = False if available_cpus() < 2 else run.parallel_networks
             self.agent = PPO(self.envs, config.ppo, config.optimizer, config.cbp,
-                             total_steps=run.total_steps, seed=run.seed)
+                             total_steps=run.total_steps, seed=run.seed, parallel_networks=parallel)
         except Exception:
             self.envs.close()
             raise
@@ -286,6 +288,7 @@ class Trainer:
         if self.logger is not None:
             self.logger.close()
         self.envs.close()
+        self.agent.network_threads.close()
 
     def __enter__(self) -> Trainer:
         return self

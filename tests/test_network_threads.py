@@ -1,0 +1,65 @@
+"""NetworkThreads: the value network's share of a minibatch step on a worker thread, chosen by timing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from agents.network_threads import NetworkThreads
+
+
+def busy(seconds: float) -> None:
+    # Pure Python holds the GIL: a second thread cannot run it at the same time.
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def run_minibatches(threads: NetworkThreads, work: object, count: int) -> list[tuple[str, str]]:
+    names = []
+    for _ in range(count):
+        with threads.minibatch():
+            names.append(threads.run(lambda: work() or threading.current_thread().name,
+                                     lambda: work() or threading.current_thread().name))
+    return names
+
+
+@pytest.mark.parametrize(("work", "expected"), [
+    (lambda: time.sleep(0.002), True),   # releases the GIL, as torch's kernels do: threads pay
+    (lambda: busy(0.001), False),        # holds it: threads cannot pay
+])
+def test_auto_mode_keeps_threads_only_when_they_are_faster(work: object, expected: bool,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(NetworkThreads, "REPROBE_EVERY", 3)
+    threads = NetworkThreads(None)
+    probes = 2 * (NetworkThreads.PROBES + 1)
+    names = run_minibatches(threads, work, probes - 1)
+    assert threads.parallel is None  # still measuring, both ways in turn
+    assert {value for value, _ in names} == {threading.current_thread().name, "ppo-value_0"}
+    run_minibatches(threads, work, 1)
+    assert threads.parallel is expected
+    names = run_minibatches(threads, work, 3)
+    value_thread = "ppo-value_0" if expected else threading.current_thread().name
+    assert names == [(value_thread, threading.current_thread().name)] * 3
+    # REPROBE_EVERY minibatches later the load may have changed: it measures again, both ways in turn.
+    names = run_minibatches(threads, work, 2)
+    assert {value for value, _ in names} == {threading.current_thread().name, "ppo-value_0"}
+    threads.close()
+    assert run_minibatches(threads, work, 1) == [(threading.current_thread().name,) * 2]
+
+
+def test_fixed_modes_never_switch_and_errors_reach_the_caller() -> None:
+    here = threading.current_thread().name
+    for parallel, value_thread in ((True, "ppo-value_0"), (False, here)):
+        threads = NetworkThreads(parallel)
+        assert run_minibatches(threads, lambda: None, 30) == [(value_thread, here)] * 30
+        assert threads.parallel is parallel
+
+        def fail() -> None:
+            raise RuntimeError("value loss is nan")
+
+        with pytest.raises(RuntimeError, match="value loss is nan"), threads.minibatch():
+            threads.run(fail, lambda: None)
+        threads.close()
