@@ -23,13 +23,15 @@ class NetworkThreads:
     """Runs the value network's share of each minibatch step on a worker thread, or everything here.
 
     Args:
-        parallel: ``True`` always uses the worker thread, ``False`` never; ``None`` times
-            ``2 * (PROBES + 1)`` minibatches alternately both ways (the first of each discarded as
-            warm-up), keeps threads only if their median step is at least 5% faster, and measures again
-            every ``REPROBE_EVERY`` minibatches, as the load of a shared machine changes.
+        parallel: ``True`` always uses the worker thread, ``False`` never; ``None`` runs ``BLOCKS``
+            blocks of ``BLOCK`` minibatches each way, alternately, threads first (blocks, because
+            switching at every minibatch costs the worker its warm caches and so misjudges it), ignores
+            the first block of each way as warm-up, keeps threads only if their median block is at least
+            5% faster, and measures again every ``REPROBE_EVERY`` minibatches, as the load of a shared
+            machine changes.
     """
 
-    PROBES, REPROBE_EVERY = 12, 4000
+    BLOCK, BLOCKS, REPROBE_EVERY = 8, 4, 4000
 
     def __init__(self, parallel: bool | None) -> None:
         self.auto = parallel is None
@@ -37,8 +39,9 @@ class NetworkThreads:
         self.parallel = parallel
         self._worker = None if parallel is False else ThreadPoolExecutor(1, thread_name_prefix="ppo-value")
         self._threaded_now = bool(parallel)
-        self._seconds: dict[bool, list[float]] = {False: [], True: []}
         self._until_probe = 0
+        self._probed = 0  # minibatches into the current measurement
+        self._block_seconds: dict[bool, list[float]] = {False: [], True: []}
 
     @contextmanager
     def minibatch(self) -> Iterator[None]:
@@ -48,11 +51,16 @@ class NetworkThreads:
             self._threaded_now = bool(self.parallel)
             yield
             return
-        self._threaded_now = len(self._seconds[True]) < len(self._seconds[False])
+        self._threaded_now = (self._probed // self.BLOCK) % 2 == 0
         start = time.perf_counter()
         yield
-        self._seconds[self._threaded_now].append(time.perf_counter() - start)
-        if len(self._seconds[True]) == self.PROBES + 1:
+        seconds = time.perf_counter() - start
+        blocks = self._block_seconds[self._threaded_now]
+        if self._probed % self.BLOCK == 0:
+            blocks.append(0.0)
+        blocks[-1] += seconds
+        self._probed += 1
+        if self._probed == 2 * self.BLOCKS * self.BLOCK:
             self._decide()
 
     def run(self, value_work: Callable[[], Any], policy_work: Callable[[], Any]) -> tuple[Any, Any]:
@@ -67,10 +75,10 @@ class NetworkThreads:
         return value_result, policy_result
 
     def _decide(self) -> None:
-        sequential, threaded = (statistics.median(self._seconds[mode][1:]) for mode in (False, True))
+        sequential, threaded = (statistics.median(self._block_seconds[mode][1:]) for mode in (False, True))
         self.parallel = threaded < 0.95 * sequential
-        self._seconds = {False: [], True: []}
-        self._until_probe = self.REPROBE_EVERY
+        self._block_seconds = {False: [], True: []}
+        self._probed, self._until_probe = 0, self.REPROBE_EVERY
 
     def close(self) -> None:
         """Stop the worker thread; from then on everything runs on the calling thread."""

@@ -33,21 +33,23 @@ def run_minibatches(threads: NetworkThreads, work: object, count: int) -> list[t
 def test_auto_mode_keeps_threads_only_when_they_are_faster(work: object, expected: bool,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(NetworkThreads, "REPROBE_EVERY", 3)
+    monkeypatch.setattr(NetworkThreads, "BLOCK", 3)
     threads = NetworkThreads(None)
-    probes = 2 * (NetworkThreads.PROBES + 1)
+    here = threading.current_thread().name
+    probes = 2 * NetworkThreads.BLOCKS * 3
     names = run_minibatches(threads, work, probes - 1)
-    assert threads.parallel is None  # still measuring, both ways in turn
-    assert {value for value, _ in names} == {threading.current_thread().name, "ppo-value_0"}
+    assert threads.parallel is None  # still measuring: blocks of 3 minibatches each way in turn
+    assert [value for value, _ in names[:7]] == ["ppo-value_0"] * 3 + [here] * 3 + ["ppo-value_0"]
     run_minibatches(threads, work, 1)
     assert threads.parallel is expected
     names = run_minibatches(threads, work, 3)
-    value_thread = "ppo-value_0" if expected else threading.current_thread().name
-    assert names == [(value_thread, threading.current_thread().name)] * 3
+    value_thread = "ppo-value_0" if expected else here
+    assert names == [(value_thread, here)] * 3
     # REPROBE_EVERY minibatches later the load may have changed: it measures again, both ways in turn.
-    names = run_minibatches(threads, work, 2)
-    assert {value for value, _ in names} == {threading.current_thread().name, "ppo-value_0"}
+    names = run_minibatches(threads, work, 4)
+    assert [value for value, _ in names] == ["ppo-value_0"] * 3 + [here]
     threads.close()
-    assert run_minibatches(threads, work, 1) == [(threading.current_thread().name,) * 2]
+    assert run_minibatches(threads, work, 1) == [(here, here)]
 
 
 def test_fixed_modes_never_switch_and_errors_reach_the_caller() -> None:
