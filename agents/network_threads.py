@@ -47,7 +47,8 @@ class NetworkThreads:
     def minibatch(self) -> Iterator[None]:
         """Wrap one whole minibatch step, so that ``parallel=None`` times what the choice changes."""
         if not self.auto or self._until_probe > 0:
-            self._until_probe -= 1
+            if self.auto:
+                self._until_probe -= 1
             self._threaded_now = bool(self.parallel)
             yield
             return

@@ -61,7 +61,7 @@ class PPO:
             initialisation uses torch's global RNG: call ``torch.manual_seed`` first for reproducibility.
         parallel_networks: in the update, run the value network's forward and backward pass on a worker
             thread while the policy's runs on the calling one (faster updates of large networks on two
-            cores); ``None`` decides by timing both ways on the first minibatches. Results are
+            cores); ``None`` decides by timing both ways now and then. Results are
             bit-identical in every case (see `agents.network_threads`).
     """
 
