@@ -141,6 +141,7 @@ class PPO:
             maturity_threshold=cbp.maturity_threshold, decay_rate=cbp.decay_rate, utility=cbp.utility,
             init=cbp.init, bias_correction=cbp.bias_correction,
             reset_optimizer_state=cbp.reset_optimizer_state, accumulate=cbp.accumulate,
+            floor_when_above_one=cbp.floor_when_above_one, nonlinearity=self.settings.activation,
             generator=torch.Generator().manual_seed(self.seed * 1000 + seed_offset),
         )
 

@@ -52,7 +52,8 @@ SIDECAR_SUFFIX = ".cbp.pt"
 _SIDECAR_FORMAT = 1
 #: ContinualBackprop arguments stored next to a saved model and used again when it is loaded.
 _SAVED_HYPERPARAMETERS = ("replacement_rate", "maturity_threshold", "decay_rate", "utility", "init",
-                          "bias_correction", "reset_optimizer_state", "accumulate")
+                          "bias_correction", "reset_optimizer_state", "accumulate", "floor_when_above_one",
+                          "nonlinearity")
 _SUPPORTED = ("attach_cbp supports SB3's ActorCriticPolicy (PPO/A2C 'MlpPolicy') with separate policy and "
               "value MLPs of at least one hidden layer each, e.g. net_arch=[64, 64] or "
               "net_arch=dict(pi=[256, 256], vf=[256, 256]) (SB3 >= 1.8), and a features extractor without "
@@ -139,8 +140,11 @@ def attach_cbp(model: BaseAlgorithm, **cbp_kwargs: Any) -> CBPPair:
     ``cbp_kwargs`` are `ContinualBackprop`'s options (``replacement_rate``, ``maturity_threshold``,
     ``decay_rate``, ``utility``, ``init``, ...) for both networks. SB3 builds ``policy.optimizer`` once;
     ``PPO.load`` builds a new policy and optimizer, so after loading attach again (or use `load_with_cbp`).
-    Returns ``(policy_cbp, value_cbp)``.
+    Returns ``(policy_cbp, value_cbp)``. ``nonlinearity`` defaults to the policy's ``activation_fn``
+    (SB3's MlpPolicy: tanh), for the gain of kaiming and xavier redraws.
     """
+    activation = getattr(model.policy, "activation_fn", nn.ReLU)
+    cbp_kwargs.setdefault("nonlinearity", "tanh" if activation is nn.Tanh else "relu")
     return _attach(model, cbp_kwargs, cbp_kwargs)
 
 

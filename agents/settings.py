@@ -111,6 +111,9 @@ class CBPSettings:
     reset_optimizer_state: bool = setting(False, "zero Adam's moments of replaced units (the paper keeps "
                                           "them)")
     accumulate: bool = setting(False, "carry fractional replacements over instead of a Bernoulli draw")
+    floor_when_above_one: bool = setting(False, "round as the reference RL code: Bernoulli only while the "
+                                         "expected number of replacements is below 1, floor from 1 on "
+                                         "(false keeps the expected number)")
 
 
 #: Values each preset sets; the config's own sections are applied on top.

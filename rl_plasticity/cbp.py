@@ -32,13 +32,16 @@ INITS = ("lecun", "kaiming", "xavier", "pytorch_default")
 MAX_PENDING_BATCHES = 64
 
 
-def _init_bound(name: str, fan_in: int, fan_out: int) -> float:
+def _init_bound(name: str, fan_in: int, fan_out: int, nonlinearity: str = "relu") -> float:
+    """The uniform bound of ``init``; kaiming and xavier carry the gain of the network's activation,
+    as ``torch.nn.init.kaiming_uniform_`` / ``xavier_uniform_`` with ``calculate_gain(nonlinearity)``."""
     if name == "lecun":  # LeCun uniform: variance 1/fan_in, as in the paper's PPO
         return math.sqrt(3.0 / fan_in)
-    if name == "kaiming":  # He uniform for ReLU: variance 2/fan_in
-        return math.sqrt(6.0 / fan_in)
+    gain = nn.init.calculate_gain(nonlinearity)
+    if name == "kaiming":
+        return gain * math.sqrt(3.0 / fan_in)
     if name == "xavier":
-        return math.sqrt(6.0 / (fan_in + fan_out))
+        return gain * math.sqrt(6.0 / (fan_in + fan_out))
     return 1.0 / math.sqrt(fan_in)  # nn.Linear's own default (kaiming_uniform with a=sqrt(5))
 
 
@@ -53,17 +56,27 @@ class ContinualBackprop:
         replacement_rate: expected fraction of eligible units replaced per step, in [0, 1].
         maturity_threshold: a unit is eligible once its age (in steps) exceeds this.
         decay_rate: decay of the running utility and mean activation, in [0, 1).
-        utility: ``"contribution"``, ``"adaptable_contribution"`` (contribution / mean |incoming weight|)
-            or ``"random"`` (the ablation: eligible units are picked at random).
+        utility: ``"contribution"``, ``"adaptable_contribution"`` or ``"random"`` (the ablation:
+            eligible units are picked at random). ``adaptable_contribution`` is the reference code's
+            (``gnt.py``): ``mean_batch |h_i - mean_h_i| * mean_k |W_next[k, i]| / mean_j |W[i, j]|``, the
+            activation centred on its bias-corrected running mean. The paper's PPO uses ``contribution``.
         init: distribution of the redrawn incoming weights: ``"lecun"``, ``"kaiming"``, ``"xavier"``,
             ``"pytorch_default"`` or a callable ``init(rows, fan_in)`` that fills ``rows`` in place (or
             returns the new rows).
         bias_correction: add ``W_next[:, i] * mean(h_i)`` to the next layer's bias before zeroing the
             outgoing weights, so the next layer's pre-activation is unchanged on average.
         reset_optimizer_state: zero the optimizer's per-parameter moment entries (Adam's ``exp_avg``,
-            ``exp_avg_sq``, ...) of the replaced incoming rows and outgoing columns.
+            ``exp_avg_sq``, ...) of the replaced incoming rows and outgoing columns. With Adam or AdamW
+            the following updates of those entries are then bias-corrected by their own age since the
+            reset, as a freshly started Adam would be: torch keeps one ``step`` per tensor, and its
+            correction ``1 - beta**step`` for a large ``step`` would make the first update of a reset
+            entry ``(1 - beta1) / sqrt(1 - beta2)`` times the learning rate (3.2x with (0.9, 0.999)).
         accumulate: ``False`` rounds the expected number of replacements by a Bernoulli draw on its
-            fractional part (the paper's RL code); ``True`` carries the fraction over to the next step.
+            fractional part; ``True`` carries the fraction over to the next step (the supervised code).
+        floor_when_above_one: with ``accumulate=False``, round as the reference RL code does: a
+            Bernoulli draw only while the expected number is below 1, ``floor`` from 1 on (fewer
+            replacements than the expected number in that regime). Off: the expected number is kept.
+        nonlinearity: the hidden activation, for the gain of the ``kaiming`` and ``xavier`` redraws.
         generator: ``torch.Generator`` (CPU) for every random draw. Default: a private generator seeded
             from torch's global RNG, so ``torch.manual_seed`` makes runs reproducible.
     """
@@ -81,6 +94,8 @@ class ContinualBackprop:
         bias_correction: bool = True,
         reset_optimizer_state: bool = False,
         accumulate: bool = False,
+        floor_when_above_one: bool = False,
+        nonlinearity: str = "relu",
         generator: torch.Generator | None = None,
     ) -> None:
         self.layers: list[nn.Linear] = list(layers)
@@ -95,6 +110,9 @@ class ContinualBackprop:
         self.bias_correction = bias_correction
         self.reset_optimizer_state = reset_optimizer_state
         self.accumulate = accumulate
+        self.floor_when_above_one = floor_when_above_one
+        nn.init.calculate_gain(nonlinearity)  # raises ValueError on an unknown name
+        self.nonlinearity = nonlinearity
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         self.generator = generator
@@ -124,8 +142,15 @@ class ContinualBackprop:
             layer.register_forward_pre_hook(self._make_capture_hook(k))
             for k, layer in enumerate(self.layers[1:])
         ]
+        # Optimizer step count at which each entry's moments were last zeroed (-1: never), per parameter.
+        self._moments_reset_at: dict[nn.Parameter, Tensor] = {}
         if optimizer is not None:
-            self._handles.append(optimizer.register_step_post_hook(lambda *_: self.step()))
+            self._handles.append(optimizer.register_step_post_hook(lambda *_: self._after_optimizer_step()))
+
+    def _after_optimizer_step(self) -> None:
+        if self._moments_reset_at:
+            self._correct_reset_updates()
+        self.step()
 
     @classmethod
     def from_sequential(
@@ -200,17 +225,23 @@ class ContinualBackprop:
         if self.utility == "random" and not self.bias_correction:
             return
         keep = 1.0 - self.decay_rate
+        centred = self.utility == "adaptable_contribution"
         for k in range(self.num_hidden_layers):
             features = self._batch_features(k)
             outgoing = self.layers[k + 1].weight
             abs_features, feature_magnitude, abs_outgoing, outgoing_magnitude = self._scratch_for(k, features)
-            if self.bias_correction:
+            if self.bias_correction or centred:
                 self._mean_activation[k].lerp_(torch.mean(features, 0, out=feature_magnitude), keep)
             if self.utility == "random":
                 continue
-            torch.sum(torch.abs(features, out=abs_features), 0, out=feature_magnitude)
+            if centred:  # as gnt.py: the activation's distance from its bias-corrected running mean
+                mean = self._mean_activation[k] / _debias(self.decay_rate, self._age(k))
+                torch.sub(features, mean, out=abs_features)
+                torch.sum(abs_features.abs_(), 0, out=feature_magnitude)
+            else:
+                torch.sum(torch.abs(features, out=abs_features), 0, out=feature_magnitude)
             torch.sum(torch.abs(outgoing, out=abs_outgoing), 0, out=outgoing_magnitude)
-            if self.utility == "adaptable_contribution":
+            if centred:
                 feature_magnitude /= self.layers[k].weight.abs().mean(1) + 1e-12
             # The running average of mean_batch |h_i| * mean_k |W_next[k, i]| (both 1/n folded in here).
             self._utility[k].mul_(self.decay_rate).addcmul_(
@@ -240,6 +271,8 @@ class ContinualBackprop:
             self._carry[k] -= count
             return min(count, eligible)
         count = math.floor(expected)
+        if self.floor_when_above_one and expected >= 1:
+            return min(count, eligible)
         if self._uniform() < expected - count:
             count += 1
         return min(count, eligible)
@@ -284,7 +317,7 @@ class ContinualBackprop:
         if callable(self.init):
             drawn = self.init(rows, layer.in_features)
             return rows if drawn is None else drawn
-        bound = _init_bound(self.init, layer.in_features, layer.out_features)
+        bound = _init_bound(self.init, layer.in_features, layer.out_features, self.nonlinearity)
         return rows.uniform_(-bound, bound, generator=self.generator)
 
     def _zero_optimizer_moments(self, incoming: nn.Linear, outgoing: nn.Linear, units: Tensor) -> None:
@@ -293,10 +326,38 @@ class ContinualBackprop:
         if incoming.bias is not None:
             targets.append((incoming.bias, 0))
         for param, dim in targets:
-            for value in self.optimizer.state.get(param, {}).values():
+            state = self.optimizer.state.get(param, {})
+            for value in state.values():
                 # Per-element moments share the parameter's shape; scalars such as "step" do not.
                 if isinstance(value, Tensor) and value.shape == param.shape:
                     value.index_fill_(dim, units.to(value.device), 0.0)
+            if _adam_like(self.optimizer) and "step" in state:
+                reset_at = self._moments_reset_at.setdefault(param, torch.full(param.shape, -1.0))
+                reset_at.index_fill_(dim, units.cpu(), float(state["step"]))
+
+    @torch.no_grad()
+    def _correct_reset_updates(self) -> None:
+        """Redo the last Adam update of every reset entry with bias corrections for its own age."""
+        assert self.optimizer is not None
+        for group in self.optimizer.param_groups:
+            beta1, beta2 = group["betas"]
+            for param in group["params"]:
+                reset_at = self._moments_reset_at.get(param)
+                state = self.optimizer.state.get(param, {})
+                if reset_at is None or "step" not in state:
+                    continue
+                step = float(state["step"])
+                age = (step - reset_at).clamp(min=1.0).to(param.device)
+                mask = (reset_at >= 0).to(param.device)
+                m, v, eps, lr = state["exp_avg"], state["exp_avg_sq"], group["eps"], group["lr"]
+                applied = m / (1 - beta1 ** step) / (v.sqrt() / math.sqrt(1 - beta2 ** step) + eps)
+                wanted = m / (1 - beta1 ** age) / (v.sqrt() / torch.sqrt(1 - beta2 ** age) + eps)
+                param.add_(torch.where(mask, applied - wanted, torch.zeros_like(m)), alpha=lr)
+                # Past ~40 / (1 - beta) steps the two corrections agree to float precision.
+                horizon = 40.0 / (1.0 - max(beta1, beta2))
+                reset_at[(reset_at >= 0) & (reset_at < step - horizon)] = -1.0
+                if not bool((reset_at >= 0).any()):
+                    del self._moments_reset_at[param]
 
     # ------------------------------------------------------------------ inspection and persistence
     def utilities(self) -> list[Tensor]:
@@ -318,7 +379,15 @@ class ContinualBackprop:
             "replaced_total": list(self.replaced_total),
             "generator_state": self.generator.get_state(),
             "uniform_pool": list(self._uniform_pool),
+            "moments_reset_at": self._reset_state(),
         }
+
+    def _parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.layers for p in (layer.weight, layer.bias) if p is not None]
+
+    def _reset_state(self) -> list[Tensor | None]:
+        return [self._moments_reset_at[p].clone() if p in self._moments_reset_at else None
+                for p in self._parameters()]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         sizes = [int(b.numel()) for b in self._birth]
@@ -337,6 +406,10 @@ class ContinualBackprop:
         self.replaced_total = [int(r) for r in state["replaced_total"]]
         self.generator.set_state(state["generator_state"])
         self._uniform_pool = [float(u) for u in state["uniform_pool"]]
+        # Checkpoints from before per-entry ages have none: their reset entries follow torch's count.
+        saved_resets = state.get("moments_reset_at") or [None] * len(self._parameters())
+        self._moments_reset_at = {p: r.clone() for p, r in zip(self._parameters(), saved_resets, strict=True)
+                                  if r is not None}
         for k in range(self.num_hidden_layers):
             young = self._birth[k][self._birth[k] >= self.steps - self.maturity_threshold]
             self._recent_births[k] = deque(sorted(int(b) for b in young if b > 0 or self.steps == 0))
@@ -356,6 +429,12 @@ class ContinualBackprop:
             f"maturity_threshold={self.maturity_threshold}, decay_rate={self.decay_rate}, "
             f"utility={self.utility!r}, replaced_total={self.replaced_total})"
         )
+
+
+def _adam_like(optimizer: torch.optim.Optimizer) -> bool:
+    """Adam and AdamW (not AMSGrad): the update whose bias correction `_correct_reset_updates` redoes."""
+    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and not any(
+        group.get("amsgrad") or group.get("maximize") for group in optimizer.param_groups)
 
 
 def _debias(decay_rate: float, age: Tensor) -> Tensor:

@@ -27,7 +27,8 @@ class UserError(Exception):
 # ---------------------------------------------------------------------- train
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config, e.g. configs/quickstart/cbp.yaml")
-    parser.add_argument("--seed", type=int, help="run.seed (also names the default run directory)")
+    parser.add_argument("--seed", type=_non_negative_int,
+                        help="run.seed (also names the default run directory)")
     parser.add_argument("--total-steps", type=_positive_int, help="run.total_steps: env steps to train for")
     parser.add_argument("--logdir", default="runs", help="parent directory of the run (default: runs)")
     parser.add_argument("--run-name", help="run directory under LOGDIR (default: <config stem>/seed<seed>, "
@@ -58,6 +59,9 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"--fresh: moved the previous run to {move_aside(run_dir)}", file=sys.stderr)
 
     trainer = Trainer(config, run_dir)
+    if trainer.config_changes:
+        print(f"after the divergence, changed: {'; '.join(trainer.config_changes)} (recorded in "
+              f"{run_dir / 'config_changes.jsonl'})", file=sys.stderr)
     if trainer.agent.global_step >= config.run.total_steps:
         trainer.close()
         print(f"{run_dir} already finished ({trainer.agent.global_step:,} of {config.run.total_steps:,} "
@@ -107,15 +111,24 @@ def _check_run_dir(run_dir: Path) -> None:
                         f"--run-name or --logdir")
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
+    """A whole number >= ``minimum`` (2e6 and 2000000 alike); inf, nan and fractions are refused."""
     try:
-        value = int(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer such as 100000, got {text!r}") \
-            from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        number = float(text)
+        value = int(number)
+    except (ValueError, OverflowError):
+        value, number = None, None
+    if value is None or value != number or value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum} such as 100000, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
 
 
 # ---------------------------------------------------------------------- config
@@ -164,13 +177,24 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--total-steps", type=_positive_int, help="run.total_steps for every run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key in every run (repeatable)")
+    parser.add_argument("--fresh", action="store_true", help="train every run again: existing run "
+                        "directories are renamed to <name>.old-<time>, never deleted")
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from rl_plasticity.experiment.compare import run_matrix, validate_configs, write_manifest
+    from rl_plasticity.experiment.compare import (
+        check_existing_runs,
+        move_existing_runs_aside,
+        run_matrix,
+        validate_configs,
+        write_manifest,
+    )
 
     specs = run_matrix(args.configs, args.seeds, args.logdir, args.total_steps, args.overrides)
     validate_configs(specs)  # a bad key fails here, once, not in every run
+    if args.fresh:
+        move_existing_runs_aside(specs)
+    check_existing_runs(specs)
     write_manifest(specs, Path(args.logdir))
     print(f"comparing {len({s.config_name for s in specs})} configs x {args.seeds} seeds ({len(specs)} runs) "
           f"on the {args.backend} backend -> {args.logdir}", file=sys.stderr)
@@ -205,7 +229,10 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from rl_plasticity.experiment.report import make_report
 
-    paths = make_report(Path(args.logdir), Path(args.out) if args.out else None)
+    def warn(message: str) -> None:
+        print(f"rl-plasticity report: warning: {message}", file=sys.stderr)
+
+    paths = make_report(Path(args.logdir), Path(args.out) if args.out else None, warn)
     for kind, path in paths.items():
         print(f"{kind:9s} {path}")
     return 0
@@ -253,17 +280,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UserError, FileNotFoundError, CheckpointError, CompareError, RunsError) as error:
         print(f"rl-plasticity {args.command}: error: {error}", file=sys.stderr)
         return USER_ERROR
-    except OSError as error:
-        if error.errno != errno.ENOSPC:
-            raise
-        print(f"rl-plasticity {args.command}: error: no space left on the device writing "
-              f"{error.filename or 'the run directory'}; free some space or point --logdir at another disk "
-              f"(checkpoints already written are intact)", file=sys.stderr)
-        return USER_ERROR
     except BrokenPipeError:
         # The reader went away (`rl-plasticity config | head`): not an error; silence the final flush.
+        # (Before `except OSError`: a broken pipe is an OSError too.)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        # Ctrl-C before training began (building envs, loading a checkpoint): nothing was changed.
+        print(f"\nrl-plasticity {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except OSError as error:
+        message = _unwritable_message(error)
+        if message is None:
+            raise
+        print(f"rl-plasticity {args.command}: error: {message}", file=sys.stderr)
+        return USER_ERROR
+
+
+_WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
+
+
+def _unwritable_message(error: OSError) -> str | None:
+    """One line naming the path that cannot be written and the fix, for the OSErrors a user causes."""
+    where = os.fsdecode(error.filename) if error.filename else "the output directory"
+    if error.errno == errno.ENOSPC:
+        return (f"no space left on the device writing {where}; free some space or point --logdir at "
+                f"another disk (checkpoints already written are intact)")
+    if error.errno in _WRITE_ERRORS:
+        return (f"cannot write {where} ({error.strerror}); choose a writable --logdir / --out, or fix the "
+                f"permissions (nothing already written was changed)")
+    return None
 
 
 if __name__ == "__main__":

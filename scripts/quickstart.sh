@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: install rl-plasticity, train standard PPO and PPO+CBP on Slippery
-# Hopper over 2 seeds each (one run per core), then write the comparison report. About 6 minutes on a
-# 2-core laptop. Run it again after an interruption: finished runs are skipped, the others resume.
-# Arguments go to `rl-plasticity compare`; LOGDIR picks the output directory, e.g. the paper's Ant:
-#   LOGDIR=runs/quickstart_ant bash scripts/quickstart.sh --set env.id=SlipperyAnt-v5
+# The main job on a fresh machine: install rl-plasticity, then show loss of plasticity and its fix.
+# Standard PPO and the paper's PPO+CBP train on Slippery Hopper whose friction alternates 2.0 / 0.2 every
+# 50k steps (configs/plasticity_demo/), 3 seeds each, two runs at a time; then `report` measures how well
+# each agent still does on frictions it has already learned (retention). About 13 minutes on 2 cores.
+# Run it again after an interruption: finished runs are skipped, the others resume.
+# Arguments go to `rl-plasticity compare` (e.g. --seeds 5); LOGDIR picks the output directory.
+# The full protocol (5 seeds, all four agents, ~35 minutes):
+#   rl-plasticity compare configs/plasticity_demo/*.yaml --seeds 5 --logdir runs/plasticity_demo
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet -e .
 
 LOGDIR=${LOGDIR:-runs/quickstart}
-python3 -m rl_plasticity compare configs/quickstart/ppo.yaml configs/quickstart/cbp.yaml \
-    --seeds 2 --logdir "$LOGDIR" "$@"
+python3 -m rl_plasticity compare configs/plasticity_demo/ppo.yaml configs/plasticity_demo/paper_cbp.yaml \
+    --seeds 3 --logdir "$LOGDIR" "$@"
 python3 -m rl_plasticity report "$LOGDIR" --out "$LOGDIR/report"
 
 cat <<MESSAGE
 
 Results in $LOGDIR/:
-  ppo/seed{0,1}/  standard PPO          cbp/seed{0,1}/  PPO + continual backprop
+  ppo/seed{0,1,2}/        standard PPO     paper_cbp/seed{0,1,2}/   PPO + continual backprop (the paper's)
   each holds the TensorBoard events, the resolved config.yaml, checkpoints/ and train.log.
-  report/report.png  return with 95% bands, friction changes, dormant units, rank, weights, replacements
-  report/report.md   per-config table (return at the end of each friction segment, final return, AUC)
+  report/report.md   retention (last visits / first visits of the same frictions) with bootstrap and IQM
+                     intervals, the return at the end of every visit, plasticity of both networks
+  report/report.png  return, return per visit, dormant units, rank, weights, weight change, replacements
 
-Open TensorBoard to overlay all four runs:
+Open TensorBoard to overlay the runs:
   tensorboard --logdir $LOGDIR        # then browse http://localhost:6006
 Look at charts/episodic_return against env/friction, plasticity/*/layer*/dormant_fraction and
 approx_rank, and cbp/*/layer*/replaced.

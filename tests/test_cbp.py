@@ -60,7 +60,9 @@ def test_replaced_unit_is_reinitialised_exactly() -> None:
     assert cbp.replaced_total == [1, 0]  # 12 * 1/16 < 1 for the second layer: nothing yet
 
 
-@pytest.mark.parametrize("init, bound", [("kaiming", math.sqrt(6 / 40)), ("xavier", math.sqrt(6 / 60)),
+# ReLU nets: kaiming's gain sqrt(2) gives sqrt(6 / fan_in); xavier carries the same gain (torch.nn.init
+# with calculate_gain("relu")).
+@pytest.mark.parametrize("init, bound", [("kaiming", math.sqrt(6 / 40)), ("xavier", math.sqrt(2 * 6 / 60)),
                                          ("pytorch_default", 1 / math.sqrt(40))])
 def test_named_inits_respect_their_bounds(init: str, bound: float) -> None:
     net = mlp(40, 20, 2)
@@ -224,16 +226,16 @@ def test_young_units_are_never_replaced() -> None:
 def test_adaptable_contribution_divides_by_incoming_magnitude() -> None:
     net = mlp(4, 6, 2)
     x = torch.randn(20, 4)
-    plain = ContinualBackprop(linears(net), replacement_rate=0, decay_rate=0.0)
-    net(x)
-    plain.step()
-    plain.remove()
     adaptable = ContinualBackprop(linears(net), replacement_rate=0, decay_rate=0.0,
                                   utility="adaptable_contribution")
     net(x)
     adaptable.step()
-    incoming = net[0].weight.detach().abs().mean(1)
-    torch.testing.assert_close(adaptable.utilities()[0], plain.utilities()[0] / incoming)
+    with torch.no_grad():
+        h = torch.relu(net[0](x))  # decay 0: the running mean is this batch's mean
+        incoming = net[0].weight.abs().mean(1)
+        outgoing = linears(net)[1].weight.abs().mean(0)
+    expected = (h - h.mean(0)).abs().mean(0) * outgoing / incoming  # centred, as the reference's gnt.py
+    torch.testing.assert_close(adaptable.utilities()[0], expected)
 
 
 def test_contribution_utility_by_hand() -> None:

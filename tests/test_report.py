@@ -28,6 +28,8 @@ def write_run(path: Path, offset: float, replaced: int = 0) -> None:
     for step in range(100, END, 100):
         writer.add_scalar("charts/episodic_return", step / 100 + offset, step)
         writer.add_scalar("env/friction", 1.0 if step < CHANGE_AT else 0.1, step)
+    # As the trainer logs it: the value in effect at the last step before the change.
+    writer.add_scalar("env/friction", 1.0, CHANGE_AT - 1)
     for step in (1000, END - 1):
         for net in ("policy", "value"):
             for layer in (0, 1):
@@ -105,3 +107,48 @@ def test_empty_or_missing_logdir_is_a_clear_error(tmp_path: Path) -> None:
         load_runs(tmp_path)
     with pytest.raises(RunsError, match="does not exist"):
         load_runs(tmp_path / "nope")
+
+
+def _damage(path: Path, at_fraction: float) -> None:
+    blob = bytearray(path.read_bytes())
+    position = int(len(blob) * at_fraction)
+    blob[position:position + 40] = b"\xff" * 40
+    path.write_bytes(bytes(blob))
+
+
+def test_damaged_event_files_are_named_and_the_rest_is_still_read(logdir: Path, tmp_path: Path) -> None:
+    (events,) = (logdir / "ppo" / "seed1").glob("events.out.tfevents.*")
+    intact = load_runs(logdir)["ppo"][1].series("charts/episodic_return")[1]
+    _damage(events, 0.5)
+    (logdir / "ppo" / "seed7").mkdir()
+    (logdir / "ppo" / "seed7" / "events.out.tfevents.0.empty").write_bytes(b"")
+    (logdir / "cbp" / "seed9").mkdir()
+    (logdir / "cbp" / "seed9" / "events.out.tfevents.0.garbage").write_bytes(b"not an event file" * 100)
+    heard: list[str] = []
+    grouped = load_runs(logdir, heard.append)
+    # the damaged run loses only the records hit, not the rest of its file (TensorBoard's reader would)
+    damaged = grouped["ppo"][1].series("charts/episodic_return")[1]
+    assert len(intact) - 3 <= len(damaged) < len(intact)
+    assert damaged[-1] == intact[-1]
+    # runs without data are not seeds
+    assert [run.seed for run in grouped["ppo"]] == [0, 1, 2]
+    assert [run.seed for run in grouped["cbp"]] == [0, 1, 2]
+    assert any(str(events) in m and "fails its CRC" in m and "skipped" in m for m in heard)
+    assert any("seed7" in m and "left out" in m for m in heard)
+    assert any("seed9" in m and "left out" in m for m in heard)
+    markdown = make_report(logdir, tmp_path / "out", heard.append)["markdown"].read_text()
+    assert "**Data problems**" in markdown and "seed7" in markdown
+
+
+def test_a_resumed_writer_purges_the_earlier_attempts_later_points(tmp_path: Path) -> None:
+    run_dir = tmp_path / "ppo" / "seed0"
+    first = SummaryWriter(str(run_dir), filename_suffix=".a")
+    for step in (100, 200, 300):
+        first.add_scalar("charts/episodic_return", 1.0, step)
+    first.close()
+    second = SummaryWriter(str(run_dir), purge_step=201, filename_suffix=".b")
+    for step in (300, 400):
+        second.add_scalar("charts/episodic_return", 2.0, step)
+    second.close()
+    steps, values = load_runs(tmp_path)["ppo"][0].series("charts/episodic_return")
+    assert list(steps) == [100, 200, 300, 400] and list(values) == [1.0, 1.0, 2.0, 2.0]

@@ -15,6 +15,7 @@ import io
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             os.fsync(file.fileno())
         os.replace(partial, path)
         _fsync_directory(path.parent)
+        if not verify_checkpoint(path):
+            path.unlink(missing_ok=True)
+            raise CheckpointError(f"checkpoint {path} does not read back as written (a failing disk?); "
+                                  f"the previous checkpoints are kept")
     except OSError as error:
         partial.unlink(missing_ok=True)
         if error.errno == errno.ENOSPC:
@@ -71,6 +76,18 @@ def _fsync_directory(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def verify_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` holds a whole checkpoint: the magic header and a payload matching its SHA-256
+    (what a crash, a truncation or a stray file named like a checkpoint fail)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return False
+    header = len(_MAGIC) + _DIGEST_BYTES
+    return len(data) >= header and data.startswith(_MAGIC) and \
+        hashlib.sha256(memoryview(data)[header:]).digest() == data[len(_MAGIC):header]
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -107,17 +124,26 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that verifies, with its state; corrupt newer ones are skipped with a warning.
-    None if the run has no checkpoint; `CheckpointError` if it has some but none is readable."""
+def latest_checkpoint(run_dir: str | Path, accept: Callable[[dict[str, Any]], str | None] | None = None,
+                      ) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that verifies (and whose state ``accept`` finds no fault with: it returns
+    the fault, or None), with its state; newer ones are skipped with a warning. None if the run has no
+    checkpoint; `CheckpointError` if it has some but none is usable."""
     candidates = list_checkpoints(run_dir)
     problems = []
     for _, path in reversed(candidates):
         try:
-            return path, load_checkpoint(path)
+            state = load_checkpoint(path)
         except CheckpointError as error:
             problems.append(str(error))
             warnings.warn(f"{error}; falling back to the previous checkpoint", stacklevel=2)
+            continue
+        fault = accept(state) if accept is not None else None
+        if fault is None:
+            return path, state
+        problems.append(f"{path}: {fault}")
+        warnings.warn(f"{path} cannot be resumed from: {fault}; falling back to the previous checkpoint",
+                      stacklevel=2)
     if problems:
         raise CheckpointError(f"no readable checkpoint in {Path(run_dir) / CHECKPOINT_DIR}: "
                               f"{'; '.join(problems)}; start over with --fresh (the run is moved aside)")
@@ -125,10 +151,23 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
-    """Remove all but the newest ``keep`` checkpoints (``keep <= 0`` keeps all); returns the removed."""
+    """Remove verified checkpoints older than the newest ``keep`` verified ones (``keep <= 0`` keeps
+    all); returns the removed. A file that does not verify never counts towards ``keep`` and is left
+    where it is, so a stray or damaged file named like a newer checkpoint cannot push out the good ones."""
     if keep <= 0:
         return []
-    removed = [path for _, path in list_checkpoints(run_dir)[:-keep]]
+    verified = [path for _, path in list_checkpoints(run_dir) if verify_checkpoint(path)]
+    removed = verified[:-keep]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def remove_partial_files(run_dir: str | Path) -> list[Path]:
+    """Delete the ``.step_<N>.pt.partial`` files a crash during `save_checkpoint` leaves behind (never a
+    whole checkpoint: those are only ever renamed into place complete)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    removed = sorted(folder.glob(".step_*.pt.partial")) if folder.is_dir() else []
     for path in removed:
         path.unlink(missing_ok=True)
     return removed

@@ -18,9 +18,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rl_plasticity.experiment.progress import PROGRESS_FILE, read_progress
+
+if TYPE_CHECKING:
+    from rl_plasticity.experiment.config import Config
 
 USER_ERROR_EXIT = 2  # `rl-plasticity train`'s exit code for a bad config: retrying cannot help
 
@@ -54,9 +57,33 @@ class RunSpec:
             command += ["--set", override]
         return command
 
-    def is_finished(self) -> bool:
+    def override_list(self) -> list[str]:
+        """What `train` applies on top of the file: ``--set`` overrides, the seed, the run length."""
+        overrides = [*self.overrides, f"run.seed={self.seed}"]
+        if self.total_steps is not None:
+            overrides.append(f"run.total_steps={self.total_steps}")
+        return overrides
+
+    def resolved_config(self) -> Config:
+        from rl_plasticity.experiment.config import load_config
+
+        return load_config(self.config_path, self.override_list())
+
+    def finished_length(self) -> int | None:
+        """The ``run.total_steps`` a finished run was trained to; None if it has not finished."""
+        from rl_plasticity.experiment.resume import saved_run_config
+
         progress = read_progress(self.run_dir)
-        return progress is not None and progress.get("status") == "finished"
+        if progress is None or progress.get("status") != "finished":
+            return None
+        saved = saved_run_config(self.run_dir) or {}
+        return int(saved.get("run", {}).get("total_steps", progress.get("total_steps", 0)))
+
+    def is_finished(self) -> bool:
+        """Finished at the asked length; a shorter finished run is extended (`check_existing_runs`
+        refuses the other cases)."""
+        length = self.finished_length()
+        return length is not None and length >= self.resolved_config().run.total_steps
 
 
 def run_matrix(
@@ -99,11 +126,41 @@ def validate_configs(specs: Sequence[RunSpec]) -> None:
     from rl_plasticity.experiment.environment import env_kwargs
 
     for spec in {s.config_path: s for s in specs}.values():
-        overrides = list(spec.overrides)
-        if spec.total_steps is not None:
-            overrides.append(f"run.total_steps={spec.total_steps}")
-        config = load_config(spec.config_path, overrides)
+        config = load_config(spec.config_path, spec.override_list())
         env_kwargs(config.env, spec.seed)
+
+
+def check_existing_runs(specs: Sequence[RunSpec]) -> None:
+    """Refuse, before anything starts, every run directory that holds a run of other settings, and every
+    finished run longer than asked (its results would stand for settings nobody asked for). A finished
+    run shorter than asked is extended by `train`; one of the same length is skipped."""
+    from rl_plasticity.experiment.resume import run_dir_differences
+
+    problems = []
+    for spec in specs:
+        config = spec.resolved_config()
+        differences = run_dir_differences(spec.run_dir, config)
+        if differences:
+            problems.append(f"{spec.run_dir} ({'; '.join(differences)})")
+            continue
+        length = spec.finished_length()
+        if length is not None and length > config.run.total_steps:
+            problems.append(f"{spec.run_dir} (finished with run.total_steps {length:,}, more than the "
+                            f"{config.run.total_steps:,} asked)")
+    if problems:
+        raise CompareError("the log directory already holds runs under other settings: "
+                           + "; ".join(problems) + ". Pass --fresh to move those runs aside and train them "
+                           "again, or compare into another --logdir")
+
+
+def move_existing_runs_aside(specs: Sequence[RunSpec], stream: TextIO | None = None) -> None:
+    """`compare --fresh`: every run directory of the matrix that exists is renamed, never deleted."""
+    from rl_plasticity.experiment.resume import move_aside
+
+    stream = stream or sys.stderr
+    for spec in specs:
+        if spec.run_dir.exists():
+            stream.write(f"--fresh: moved {spec.run_dir} to {move_aside(spec.run_dir)}\n")
 
 
 @dataclass
@@ -136,13 +193,14 @@ def _format_status(specs: Sequence[RunSpec], active: dict[RunSpec, _Active], don
 
 
 def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: float | None = None,
-              stream: TextIO = sys.stderr, retries: int = 1) -> dict[str, list[str]]:
+              stream: TextIO | None = None, retries: int = 1) -> dict[str, list[str]]:
     """Runs the specs as child processes, ``workers`` at a time (default: one per core, at most one per
     run), with a table of their progress redrawn every ``refresh`` seconds (default 2 on a terminal, 30
     in a log). A run that crashes is started again up to ``retries`` times and resumes from its last
     checkpoint (a user error, exit code 2, is not retried). Ctrl-C stops every child cleanly (each
     checkpoints at its next rollout boundary) and returns.
     """
+    stream = stream or sys.stderr  # looked up now: a redirected stderr counts
     if workers is not None and workers < 1:
         raise CompareError(f"--workers must be at least 1, got {workers}")
     workers = workers or max(1, min(os.cpu_count() or 1, len(specs)))
@@ -225,5 +283,5 @@ def write_manifest(specs: Sequence[RunSpec], logdir: Path) -> None:
     (logdir / "compare.json").write_text(json.dumps(manifest, indent=2))
 
 
-__all__ = ["PROGRESS_FILE", "CompareError", "RunSpec", "run_local", "run_matrix", "validate_configs",
-           "write_manifest"]
+__all__ = ["PROGRESS_FILE", "CompareError", "RunSpec", "check_existing_runs", "move_existing_runs_aside",
+           "run_local", "run_matrix", "validate_configs", "write_manifest"]

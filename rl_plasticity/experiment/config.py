@@ -26,10 +26,12 @@ from typing import Any
 import yaml
 
 from agents.settings import PRESETS, CBPSettings, OptimizerSettings, PPOSettings, setting
+from envs.schedules import CHANGE_AT_MODES, SCHEDULE_KINDS
 
 VECTORIZATION_MODES = ("sync", "async")
+MAX_SEED = 2**32 - 1  # numpy's and Gymnasium's seeds are 32-bit
+MAX_TOTAL_STEPS = 10**12  # ~30 years of this machine's steps: anything larger is a typo
 BACKENDS = ("batched", "gymnasium")
-CHANGE_AT_MODES = ("episode", "immediate")
 
 
 class ConfigError(ValueError):
@@ -53,9 +55,16 @@ class EnvConfig:
                                                   "draws; friction-drifting envs only", low=0.0,
                                                   low_inclusive=False)
     schedule_seed: int | None = setting(None, "seed of the physics sequence; null = run.seed (one "
-                                        "sequence per run, as in the paper)")
+                                        "sequence per run, as in the paper)", low=0, high=MAX_SEED)
     change_at: str = setting("episode", "episode: change at the first episode end after change_every "
                              "steps (the paper); immediate: change mid-episode", choices=CHANGE_AT_MODES)
+    schedule: str = setting("piecewise", "piecewise: i.i.d. draws from friction_range (the paper); cyclic: "
+                            "cycle_values in turn (A, B, A, B, ...), so each value comes back and `report` "
+                            "can measure retention; linear, random_walk: gradual drifts",
+                            choices=SCHEDULE_KINDS)
+    cycle_values: list[float] | None = setting(None, "cyclic schedule: the physics values visited in "
+                                               "turn, e.g. [2.0, 0.25]; null = [low, high] of "
+                                               "friction_range", low=0.0)
     kwargs: dict[str, Any] = setting({}, "extra keyword arguments for gym.make (e.g. schedule: cyclic)")
 
 
@@ -74,8 +83,9 @@ class LogConfig:
 class RunConfig:
     """Length, seeding, checkpoints and threads of one run."""
 
-    total_steps: int = setting(20_000_000, "env steps to train for (rounded up to whole rollouts)", low=1)
-    seed: int = setting(0, "seeds networks, env resets, exploration and CBP", low=0)
+    total_steps: int = setting(20_000_000, "env steps to train for (rounded up to whole rollouts)", low=1,
+                               high=MAX_TOTAL_STEPS)
+    seed: int = setting(0, "seeds networks, env resets, exploration and CBP", low=0, high=MAX_SEED)
     checkpoint_every: int = setting(1_000_000, "env steps between checkpoints (one is always written at "
                                     "the end); 0 = only at the end", low=0)
     keep_checkpoints: int = setting(3, "newest checkpoints kept on disk (older ones are removed once a new "
@@ -119,6 +129,40 @@ _ALIASES = {
 
 
 # ---------------------------------------------------------------------- loading
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; a config must not lose a section so."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in first_lines:
+                raise ConfigError(f"duplicate key {key!r} at lines {first_lines[key]} and {line} of "
+                                  f"{key_node.start_mark.name}; a second {key!r} would silently replace "
+                                  f"the first: merge them into one")
+            first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def describe_yaml_error(error: yaml.YAMLError) -> str:
+    """A YAML error on one line: where and what (PyYAML's own text spans several lines)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """YAML that rejects duplicate keys at any level, naming the key and both lines."""
+    loader = _UniqueKeyLoader(text)
+    loader.name = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read ``path`` (or start from the defaults if None), apply ``key=value`` overrides, validate."""
     raw: dict[str, Any] = {}
@@ -130,13 +174,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file {source!r} not found; pass the path of a YAML config, e.g. "
                               f"configs/quickstart/ppo.yaml")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {source!r} cannot be read ({error}); pass a readable YAML "
+                              f"file") from None
+        try:
+            loaded = read_yaml(text, source)
         except yaml.YAMLError as error:
-            raise ConfigError(f"{source} is not valid YAML: {error}") from None
-        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{source} is not valid YAML ({describe_yaml_error(error)}); fix the file "
+                              f"or start from configs/quickstart/ppo.yaml") from None
+        if loaded is None:
+            raise ConfigError(f"config file {source!r} is empty; it would train the built-in defaults "
+                              f"(20M steps of SlipperyAnt-v5). Write at least one section, e.g. "
+                              f"`preset: dohare`, or start from configs/quickstart/ppo.yaml")
+        if not isinstance(loaded, dict):
             raise ConfigError(f"{source} must hold a mapping of sections (preset, env, ppo, ...), "
                               f"not a {type(loaded).__name__}")
-        raw = loaded or {}
+        raw = loaded
     layers = [(source, raw)] + [("--set " + item, parse_override(item)) for item in overrides]
     return build_config(layers)
 
@@ -316,11 +370,14 @@ def _check_range(value: float, key: str, source: str, meta: dict[str, Any]) -> A
 
 def _describe_range(meta: dict[str, Any]) -> str:
     low, high = meta.get("low"), meta.get("high")
+    def number(value: float) -> str:
+        return f"{value:,}" if isinstance(value, int) and abs(value) >= 10**6 else f"{value:g}"
+
     parts = []
     if low is not None:
-        parts.append(f"{'>=' if meta.get('low_inclusive', True) else '>'} {low:g}")
+        parts.append(f"{'>=' if meta.get('low_inclusive', True) else '>'} {number(low)}")
     if high is not None:
-        parts.append(f"{'<=' if meta.get('high_inclusive', True) else '<'} {high:g}")
+        parts.append(f"{'<=' if meta.get('high_inclusive', True) else '<'} {number(high)}")
     return " and ".join(parts)
 
 
@@ -337,6 +394,14 @@ def _check_consistency(config: Config, sources: dict[str, str]) -> None:
     if env.vectorization == "async" and env.backend == "batched":
         raise ConfigError(f"{sources.get('env.vectorization', 'defaults')}: env.vectorization = async "
                           f"needs env.backend = gymnasium (the batched backend steps its copies on threads)")
+    if env.cycle_values is not None and env.schedule != "cyclic":
+        raise ConfigError(f"{sources.get('env.cycle_values', 'defaults')}: env.cycle_values is set but "
+                          f"env.schedule = {env.schedule}; it is read by the cyclic schedule only: add "
+                          f"env.schedule: cyclic or remove env.cycle_values")
+    for key in ("schedule", "cycle_values", "change_every", "change_at", "friction_range"):
+        if key in env.kwargs:
+            raise ConfigError(f"{sources.get('env.kwargs', 'defaults')}: env.kwargs holds {key!r}, which is "
+                              f"a key of its own; write env.{key} instead")
     low, high = env.friction_range
     if low > high:
         raise ConfigError(f"{sources.get('env.friction_range', 'defaults')}: env.friction_range = "

@@ -32,9 +32,31 @@ def _spec(env_id: str) -> gym.envs.registration.EnvSpec:
         ) from None
 
 
+SCHEDULE_KEYS = ("change_every", "schedule_seed", "change_at", "schedule", "cycle_values", "friction_range")
+
+
+def _check_drift_keys_apply(config: EnvConfig, spec: gym.envs.registration.EnvSpec) -> None:
+    """A schedule key set away from its default on an env that does not read it would be silently
+    ignored: the run would not be the experiment asked for."""
+    defaults = EnvConfig()
+    changed = [key for key in SCHEDULE_KEYS if getattr(config, key) != getattr(defaults, key)]
+    if not is_drifting_env(spec):
+        if changed:
+            raise ConfigError(
+                f"env.id {config.id!r} does not drift, so {', '.join(f'env.{k}' for k in changed)} would be "
+                f"ignored; use a drifting id ({', '.join(envs.READY_VARIANTS)}) or remove those keys")
+        return
+    parameter = spec.kwargs.get("parameter", "friction")
+    if parameter != "friction" and "friction_range" in changed:
+        raise ConfigError(
+            f"env.id {config.id!r} drifts {parameter}, not friction, so env.friction_range would be ignored; "
+            f"remove it (set the {parameter} range with env.kwargs: {{value_range: [low, high]}})")
+
+
 def env_kwargs(config: EnvConfig, seed: int) -> dict[str, Any]:
     """Keyword arguments for each copy: the schedule keys only for drifting envs, plus ``env.kwargs``."""
     spec = _spec(config.id)
+    _check_drift_keys_apply(config, spec)
     kwargs: dict[str, Any] = {}
     if is_drifting_env(spec):
         kwargs = {
@@ -42,7 +64,10 @@ def env_kwargs(config: EnvConfig, seed: int) -> dict[str, Any]:
             "change_every": max(1, config.change_every // config.num_envs),
             "schedule_seed": seed if config.schedule_seed is None else config.schedule_seed,
             "change_at": config.change_at,
+            "schedule": config.schedule,
         }
+        if config.cycle_values is not None:
+            kwargs["cycle_values"] = list(config.cycle_values)
         if spec.kwargs.get("parameter", "friction") == "friction":
             kwargs["friction_range"] = tuple(config.friction_range)
     kwargs.update(config.kwargs)

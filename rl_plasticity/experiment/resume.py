@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
-from rl_plasticity.experiment.config import Config, config_to_dict
+import yaml
+
+from rl_plasticity.experiment.config import (
+    Config,
+    ConfigError,
+    config_to_dict,
+    describe_yaml_error,
+    read_yaml,
+)
+
+RUN_CONFIG_FILE = "config.yaml"
 
 #: Keys a resume may change: how long to run, how often to checkpoint, threads, logging and the env
 #: backend (both write the same state and give the same transitions). Everything else shapes the
@@ -27,16 +38,70 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def changed_keys(saved: dict[str, Any], config: Config) -> list[str]:
+#: What a divergence message recommends; a resume after a divergence may change these (and records it).
+AFTER_DIVERGENCE_KEYS = ("optimizer.lr", "ppo.max_grad_norm")
+CONFIG_CHANGES_FILE = "config_changes.jsonl"
+
+
+def changed_keys(saved: dict[str, Any], config: Config, also_allowed: tuple[str, ...] = ()) -> list[str]:
     """``"key: saved -> now"`` for every key that differs between a checkpoint's config and ``config``,
-    ignoring `RESUMABLE_KEYS`."""
+    ignoring `RESUMABLE_KEYS` and ``also_allowed``."""
     before, after = _flatten(saved), _flatten(config_to_dict(config))
     differences = []
     for key in sorted(before.keys() | after.keys()):
-        if key.startswith(RESUMABLE_KEYS) or before.get(key) == after.get(key):
+        if key.startswith(RESUMABLE_KEYS + also_allowed) or before.get(key) == after.get(key):
             continue
         differences.append(f"{key}: {before.get(key, '(absent)')!r} -> {after.get(key, '(absent)')!r}")
     return differences
+
+
+def saved_run_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """The resolved config a run directory was started with (its ``config.yaml``), or None if it has
+    none; a file that cannot be read as a config is an error, not a fresh start."""
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        saved = read_yaml(path.read_text(), str(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError) as error:
+        reason = describe_yaml_error(error) if isinstance(error, yaml.YAMLError) else str(error)
+        raise ConfigError(f"{path} cannot be read ({reason}); the run's settings are unknown: pass "
+                          f"--fresh to start over (the old run is moved aside) or choose another "
+                          f"--run-name") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} does not hold a config; pass --fresh to start over (the old run is moved "
+                          f"aside) or choose another --run-name")
+    return saved
+
+
+def run_dir_differences(run_dir: str | Path, config: Config, also_allowed: tuple[str, ...] = ()) -> list[str]:
+    """`changed_keys` between the run directory's ``config.yaml`` and ``config`` (none if it has none)."""
+    saved = saved_run_config(run_dir)
+    return [] if saved is None else changed_keys(saved, config, also_allowed)
+
+
+def check_run_dir_config(run_dir: str | Path, config: Config, also_allowed: tuple[str, ...] = ()) -> None:
+    """Refuse to continue a run directory under settings other than those it was started with, whether
+    or not it holds a checkpoint yet (`RESUMABLE_KEYS` and ``also_allowed`` may change)."""
+    differences = run_dir_differences(run_dir, config, also_allowed)
+    if differences:
+        raise ConfigError(
+            f"{run_dir} holds a run of a different config ({'; '.join(differences)}); continue it with the "
+            f"same config, or pass --fresh to start over (the old run is moved aside), or choose another "
+            f"--run-name / --logdir")
+
+
+def record_config_changes(run_dir: str | Path, step: int, saved: dict[str, Any], config: Config,
+                          keys: tuple[str, ...], reason: str) -> list[str]:
+    """Append ``{"step", "reason", "changes"}`` to ``RUN_DIR/config_changes.jsonl`` for the ``keys``
+    whose values differ between ``saved`` and ``config``; returns the ``"key: old -> new"`` lines."""
+    before, after = _flatten(saved), _flatten(config_to_dict(config))
+    changes = [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(after)
+               if key.startswith(keys) and before.get(key) != after.get(key)]
+    if changes:
+        with (Path(run_dir) / CONFIG_CHANGES_FILE).open("a") as handle:
+            handle.write(json.dumps({"step": step, "reason": reason, "changes": changes}) + "\n")
+    return changes
 
 
 def move_aside(run_dir: str | Path) -> Path:

@@ -13,6 +13,7 @@ curves continue at the checkpoint's step (later points of the interrupted attemp
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import sys
@@ -37,13 +38,19 @@ from rl_plasticity.experiment.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
     prune_checkpoints,
+    remove_partial_files,
     save_checkpoint,
 )
 from rl_plasticity.experiment.config import Config, ConfigError, config_to_dict, config_to_yaml
-from rl_plasticity.experiment.environment import make_vector_env, physics_values
+from rl_plasticity.experiment.environment import env_kwargs, make_vector_env, physics_values
 from rl_plasticity.experiment.logger import TrainingLogger
-from rl_plasticity.experiment.progress import write_progress
-from rl_plasticity.experiment.resume import changed_keys
+from rl_plasticity.experiment.progress import read_progress, write_progress
+from rl_plasticity.experiment.resume import (
+    AFTER_DIVERGENCE_KEYS,
+    changed_keys,
+    check_run_dir_config,
+    record_config_changes,
+)
 
 RECENT_EPISODES = 20
 LOSSES_CHECKED = ("policy_loss", "value_loss", "entropy", "approx_kl")
@@ -78,14 +85,31 @@ class Trainer:
         self.config = config
         run = config.run
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        found = latest_checkpoint(self.run_dir) if self.run_dir is not None and resume else None
+        env_kwargs(config.env, run.seed)  # settings first: a refused config leaves no directory behind
+        if self.run_dir is not None:
+            _check_writable(self.run_dir)
+            remove_partial_files(self.run_dir)  # a crash mid-write leaves one; it is never a checkpoint
+        found = latest_checkpoint(self.run_dir, accept=_finite_state) \
+            if self.run_dir is not None and resume else None
+        previous = read_progress(self.run_dir) if self.run_dir is not None else None
+        # A run that diverged may go on with the remedies its message named.
+        diverged_at = (previous or {}).get("diverged_at")
+        allowed = AFTER_DIVERGENCE_KEYS if diverged_at is not None else ()
+        self.config_changes: list[str] = []
         if found is not None:
-            differences = changed_keys(found[1]["config"], config)
+            differences = changed_keys(found[1]["config"], config, allowed)
             if differences:
                 raise ConfigError(
                     f"{self.run_dir} holds a checkpoint of a different config ({'; '.join(differences)}); "
                     f"resume with the same config, or pass --fresh to start over (the old run is moved "
                     f"aside), or choose another --run-name")
+        if self.run_dir is not None and resume:
+            # A run killed before its first checkpoint still has its settings on disk.
+            check_run_dir_config(self.run_dir, config, allowed)
+        if found is not None and allowed:
+            self.config_changes = record_config_changes(
+                self.run_dir, int(found[1]["global_step"]), found[1]["config"], config, allowed,
+                f"resumed after diverging at step {diverged_at:,}")
         torch.set_num_threads(run.torch_threads)
         torch.manual_seed(run.seed)
         np.random.seed(run.seed)
@@ -104,6 +128,9 @@ class Trainer:
         self.last_rollout: Rollout | None = None
         self.checkpoints: list[Path] = []
         self.timings = {"logging": 0.0, "checkpoint": 0.0}
+        # Kept until the first checkpoint after a resume, so that a resume cut short may change the
+        # remedies again.
+        self._diverged_at: int | None = diverged_at if found is not None else None
         self.resumed_from: Path | None = None
         if found is not None:
             self.resumed_from = found[0]
@@ -155,6 +182,9 @@ class Trainer:
         except KeyboardInterrupt:
             status = "stopped"
             raise
+        except TrainingDiverged:
+            self._diverged_at = self.agent.global_step
+            raise
         finally:
             display.close()
             self._write_progress(status)
@@ -203,13 +233,22 @@ class Trainer:
         for network, module in (("policy", self.agent.policy), ("value", self.agent.value)):
             bad += [f"{network} parameter {name}" for name, parameter in module.named_parameters()
                     if not torch.isfinite(parameter).all()]
+        # Adam's moments can overflow while the parameters stay finite; a checkpoint of them would
+        # diverge again on resume.
+        if not bad and not _finite_tensors(self.agent.optimizer.state_dict()):
+            bad.append("optimizer state (Adam moments)")
+        if not bad and not all(torch.isfinite(p).all() for g in self.agent.optimizer.param_groups
+                               for p in g["params"]):
+            bad.append("parameter (log-std)")
         if bad:
             kept = f"the last good checkpoint is {self.checkpoints[-1]}" if self.checkpoints else \
                 "no checkpoint had been written yet"
             raise TrainingDiverged(
                 f"training diverged at step {step:,}: non-finite {', '.join(bad[:4])}"
-                f"{' ...' if len(bad) > 4 else ''}; the run stopped and {kept}. Lower optimizer.lr, set "
-                f"ppo.max_grad_norm, or check the env's observations and rewards")
+                f"{' ...' if len(bad) > 4 else ''}; the run stopped and {kept}. Run the same command with "
+                f"a lower optimizer.lr or a ppo.max_grad_norm (e.g. --set ppo.max_grad_norm=0.5) to resume "
+                f"from it (the change is recorded in config_changes.jsonl), or check the env's "
+                f"observations and rewards")
 
     # ------------------------------------------------------------------ status
     @property
@@ -233,7 +272,7 @@ class Trainer:
         write_progress(self.run_dir, status=status, step=self.agent.global_step,
                        total_steps=self.config.run.total_steps, sps=self.steps_per_second,
                        episodic_return=None if math.isnan(recent) else recent,
-                       friction=self.physics.get("friction"))
+                       friction=self.physics.get("friction"), diverged_at=self._diverged_at)
 
     # ------------------------------------------------------------------ persistence
     def _checkpoint_path(self) -> Path | None:
@@ -249,6 +288,7 @@ class Trainer:
         if self.logger is not None:
             self.logger.flush()  # the checkpoint's step is then complete in TensorBoard too
         save_checkpoint(path, self.state_dict())
+        self._diverged_at = None
         if self.checkpoints[-1:] != [path]:
             self.checkpoints.append(path)
         removed = set(prune_checkpoints(self.run_dir, self.config.run.keep_checkpoints))
@@ -295,6 +335,41 @@ class Trainer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Raise the OSError of a run directory that cannot take new files, before anything is written
+    (TensorBoard's writer would otherwise fail on its own thread, after config.yaml)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    probe = run_dir / f".write-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+    except OSError as error:
+        error.filename = str(run_dir)
+        raise
+    probe.unlink()
+
+
+def _finite_tensors(value: Any) -> bool:
+    """Whether every floating-point tensor or array inside ``value`` (nested dicts, lists) is finite."""
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind != "f" or bool(np.isfinite(value).all())
+    if isinstance(value, dict):
+        return all(_finite_tensors(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite_tensors(v) for v in value)
+    return True
+
+
+def _finite_state(state: dict[str, Any]) -> str | None:
+    """Why a checkpoint's networks or optimizer state cannot be resumed from (non-finite), or None."""
+    agent = state.get("agent", {})
+    for part in ("policy", "value", "optimizer"):
+        if not _finite_tensors(agent.get(part)):
+            return f"its {part} state holds NaN or inf"
+    return None
 
 
 def _vector_state(vector_env: Any) -> dict[str, Any] | None:

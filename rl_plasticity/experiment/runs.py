@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from rl_plasticity.experiment.event_files import read_run_scalars
+
 RETURN_TAG = "charts/episodic_return"
 FRICTION_TAG = "env/friction"
+DRIFT_TAG_PREFIX = "env/"
 _MOVED_ASIDE = re.compile(r"\.old-\d{8}-\d{6}")
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 # Two-sided 95% Student-t quantiles for 1..30 degrees of freedom; beyond that the normal 1.96 is close.
@@ -38,6 +42,7 @@ class Run:
     seed: int | None
     path: Path
     scalars: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    wall_time: tuple[float, float] | None = None
 
     def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
         return self.scalars.get(tag, (np.empty(0), np.empty(0)))
@@ -83,29 +88,34 @@ def find_run_dirs(logdir: Path) -> list[Path]:
     return sorted(path for path in found if not any(_MOVED_ASIDE.search(part) for part in path.parts))
 
 
-def load_run(path: Path, logdir: Path) -> Run:
-    # Imported here so that `rl_plasticity.experiment.runs` can be imported without TensorBoard loaded.
-    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
-
-    accumulator = EventAccumulator(str(path), size_guidance={SCALARS: 0})
-    accumulator.Reload()
-    scalars = {}
-    for tag in accumulator.Tags().get("scalars", []):
-        events = accumulator.Scalars(tag)
-        steps = np.array([e.step for e in events], dtype=np.int64)
-        values = np.array([e.value for e in events], dtype=np.float64)
-        order = np.argsort(steps, kind="stable")
-        scalars[tag] = (steps[order], values[order])
+def load_run(path: Path, logdir: Path, warn: Callable[[str], None] | None = None) -> Run:
+    """The run in ``path``; ``warn`` hears of every event file that could not be read whole."""
+    scalars_with_walls, reports = read_run_scalars(path)
+    for report in reports:
+        if report.problems and warn is not None:
+            warn(report.describe())
+    scalars = {tag: (steps, values) for tag, (steps, _, values) in scalars_with_walls.items()}
+    walls = [w for _, w, _ in scalars_with_walls.values() if len(w)]
+    wall = (float(min(w.min() for w in walls)), float(max(w.max() for w in walls))) if walls else None
     match = _SEED_DIR.match(path.name)
     if match and path != logdir:
         config = str(path.parent.relative_to(logdir)) if path.parent != logdir else path.parent.name
-        return Run(config=config, seed=int(match.group(1)), path=path, scalars=scalars)
+        return Run(config=config, seed=int(match.group(1)), path=path, scalars=scalars, wall_time=wall)
     config = path.name if path != logdir else logdir.resolve().name
-    return Run(config=config, seed=None, path=path, scalars=scalars)
+    return Run(config=config, seed=None, path=path, scalars=scalars, wall_time=wall)
 
 
-def load_runs(logdir: Path) -> dict[str, list[Run]]:
-    """All runs under ``logdir`` grouped by config name (configs in sorted order, runs by seed)."""
+def _warn(message: str) -> None:
+    warnings.warn(message, RunDataWarning, stacklevel=3)
+
+
+class RunDataWarning(UserWarning):
+    """Event data that could not be read whole, or a run left out for having none."""
+
+
+def load_runs(logdir: Path, warn: Callable[[str], None] | None = _warn) -> dict[str, list[Run]]:
+    """All runs under ``logdir`` that hold data, grouped by config name (configs in sorted order, runs by
+    seed). ``warn`` hears of each damaged event file and each run left out for holding no data."""
     logdir = Path(logdir)
     run_dirs = find_run_dirs(logdir)
     if not run_dirs:
@@ -115,8 +125,15 @@ def load_runs(logdir: Path) -> dict[str, list[Run]]:
         )
     grouped: dict[str, list[Run]] = {}
     for path in run_dirs:
-        run = load_run(path, logdir)
+        run = load_run(path, logdir, warn)
+        if not any(len(steps) for steps, _ in run.scalars.values()):
+            if warn is not None:
+                warn(f"{path}: no scalar data in its event files; left out (it does not count as a seed)")
+            continue
         grouped.setdefault(run.config, []).append(run)
+    if not grouped:
+        raise RunsError(f"none of the {len(run_dirs)} runs under {str(logdir)!r} holds any scalar data; "
+                        f"their event files are empty or unreadable (see the warnings above)")
     for runs in grouped.values():
         runs.sort(key=lambda r: (r.seed is None, r.seed or 0, str(r.path)))
     return dict(sorted(grouped.items()))
@@ -135,17 +152,29 @@ def estimate(values: Iterable[float]) -> Estimate:
     return Estimate(mean, mean - half, mean + half, len(data))
 
 
+def drift_tag(run: Run) -> str | None:
+    """The tag of the run's drifting parameter: ``env/friction`` if logged, else the first ``env/*``."""
+    if FRICTION_TAG in run.scalars:
+        return FRICTION_TAG
+    return next((tag for tag in sorted(run.scalars) if tag.startswith(DRIFT_TAG_PREFIX)), None)
+
+
 def friction_segments(run: Run) -> list[Segment]:
-    """Constant-friction stretches from the run's ``env/friction`` series (one segment if absent)."""
-    steps, values = run.series(FRICTION_TAG)
+    """Stretches of constant physics from the run's ``env/<parameter>`` series (``env/friction``
+    first); one segment if the run logged none. ``Segment.friction`` holds the parameter's value."""
+    tag = drift_tag(run)
+    steps, values = run.series(tag) if tag else (np.empty(0), np.empty(0))
     end = run.last_step + 1
     if len(steps) == 0:
         return [Segment(0, end, math.nan)]
+    # A value is logged as it stands at a step (the trainer: at each rollout's end), so a change lies
+    # somewhere after the last step logged under the old value: the boundary goes there, and a
+    # segment's end, whose returns measure what was learned, holds no step under the next value.
     segments, start, current = [], 0, float(values[0])
-    for step, value in zip(steps[1:], values[1:], strict=True):
+    for previous, value in zip(steps[:-1], values[1:], strict=True):
         if not math.isclose(float(value), current, rel_tol=1e-6, abs_tol=0.0):
-            segments.append(Segment(start, int(step), current))
-            start, current = int(step), float(value)
+            segments.append(Segment(start, int(previous) + 1, current))
+            start, current = int(previous) + 1, float(value)
     segments.append(Segment(start, max(end, start + 1), current))
     return segments
 
@@ -155,6 +184,85 @@ def mean_return_between(run: Run, start: float, end: float) -> float:
     steps, values = run.series(RETURN_TAG)
     chosen = values[(steps >= start) & (steps < end)]
     return float(chosen.mean()) if len(chosen) else math.nan
+
+
+@dataclass(frozen=True)
+class Visit:
+    """The ``number``-th stretch (0-based) under one recurring physics ``value``, and the mean return
+    over its last 10%."""
+
+    value: float
+    number: int
+    segment: Segment
+    end_return: float
+
+
+def complete_segments(run: Run) -> list[Segment]:
+    """The run's segments without a last one cut short: a final segment under half the median length
+    of the others is a run that ended (or is still running) mid-visit."""
+    segments = friction_segments(run)
+    if len(segments) > 1:
+        typical = float(np.median([s.end - s.start for s in segments[:-1]]))
+        if segments[-1].end - segments[-1].start < 0.5 * typical:
+            segments = segments[:-1]
+    return segments
+
+
+def visits(run: Run, tail: float = 0.1) -> list[Visit]:
+    """Every complete segment as a visit of its value, numbered per value in the order they came."""
+    seen: list[float] = []
+    counts: list[int] = []
+    result = []
+    for segment in complete_segments(run):
+        index = next((i for i, v in enumerate(seen) if math.isclose(v, segment.friction, rel_tol=1e-6)), None)
+        if index is None:
+            seen.append(segment.friction)
+            counts.append(0)
+            index = len(seen) - 1
+        end_return = mean_return_between(run, segment.end - tail * (segment.end - segment.start), segment.end)
+        result.append(Visit(seen[index], counts[index], segment, end_return))
+        counts[index] += 1
+    return result
+
+
+def retention(run: Run) -> float:
+    """Return at the end of the last visit over return at the end of the first visit, summed over
+    every physics value visited at least twice: below 1, the agent does worse on a value it has
+    already learned, with more training behind it. nan if no value recurs (or a sum is not positive)."""
+    by_value: dict[float, list[Visit]] = {}
+    for visit in visits(run):
+        by_value.setdefault(visit.value, []).append(visit)
+    recurring = [v for v in by_value.values() if len(v) >= 2]
+    if not recurring:
+        return math.nan
+    first = sum(v[0].end_return for v in recurring)
+    last = sum(v[-1].end_return for v in recurring)
+    if not (math.isfinite(first) and math.isfinite(last)) or first <= 0:
+        return math.nan
+    return last / first
+
+
+def mean_between(run: Run, tags: list[str], start: float, end: float) -> float:
+    """Mean of the values logged in ``[start, end)`` under ``tags`` (each tag's mean, then their mean)."""
+    means = []
+    for tag in tags:
+        steps, values = run.series(tag)
+        chosen = values[(steps >= start) & (steps < end)]
+        if len(chosen):
+            means.append(float(chosen.mean()))
+    return float(np.mean(means)) if means else math.nan
+
+
+def visit_end_values(run: Run, pattern: str, tail: float = 0.25) -> list[float]:
+    """Per visit, the mean of the metric tags matching ``pattern`` over the visit's last ``tail``."""
+    tags = matching_tags([run], pattern)
+    return [mean_between(run, tags, v.segment.end - tail * (v.segment.end - v.segment.start), v.segment.end)
+            for v in visits(run)]
+
+
+def wall_seconds(run: Run) -> float:
+    """Seconds between the run's first and last TensorBoard event (its training time, resumes included)."""
+    return run.wall_time[1] - run.wall_time[0] if run.wall_time else math.nan
 
 
 def segment_end_returns(run: Run, tail: float = 0.1) -> list[float]:
