@@ -275,3 +275,15 @@ def test_a_broken_pipe_is_a_quiet_exit() -> None:
     result = subprocess.run(f"{sys.executable} -m rl_plasticity config | head -1", shell=True,
                             capture_output=True, text=True)
     assert result.stdout.startswith("config keys") and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_key_added_by_a_later_version_counts_as_its_default() -> None:
+    from rl_plasticity.experiment.config import config_to_dict, load_config
+    from rl_plasticity.experiment.resume import changed_keys
+
+    config = load_config(None, ["env.id=SlipperyHopper-v5"])
+    saved = config_to_dict(config)
+    del saved["cbp"]["floor_when_above_one"]  # as a run started before the key existed
+    assert changed_keys(saved, config) == []
+    changed = load_config(None, ["env.id=SlipperyHopper-v5", "cbp.floor_when_above_one=true"])
+    assert changed_keys(saved, changed) == ["cbp.floor_when_above_one: False -> True"]

@@ -9,9 +9,11 @@ from typing import Any
 
 import yaml
 
+from agents.settings import PRESETS
 from rl_plasticity.experiment.config import (
     Config,
     ConfigError,
+    build_config,
     config_to_dict,
     describe_yaml_error,
     read_yaml,
@@ -45,8 +47,12 @@ CONFIG_CHANGES_FILE = "config_changes.jsonl"
 
 def changed_keys(saved: dict[str, Any], config: Config, also_allowed: tuple[str, ...] = ()) -> list[str]:
     """``"key: saved -> now"`` for every key that differs between a checkpoint's config and ``config``,
-    ignoring `RESUMABLE_KEYS` and ``also_allowed``."""
+    ignoring `RESUMABLE_KEYS` and ``also_allowed``. A key the saved config lacks (added by a later
+    version) counts as its default under the saved preset: the run was trained with that behaviour."""
     before, after = _flatten(saved), _flatten(config_to_dict(config))
+    preset = saved.get("preset") if saved.get("preset") in PRESETS else "dohare"
+    defaults = _flatten(config_to_dict(build_config([("defaults", {"preset": preset})])))
+    before = {**{k: v for k, v in defaults.items() if k not in before}, **before}
     differences = []
     for key in sorted(before.keys() | after.keys()):
         if key.startswith(RESUMABLE_KEYS + also_allowed) or before.get(key) == after.get(key):
