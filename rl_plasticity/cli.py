@@ -72,18 +72,17 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"{start}: {args.config} (preset {config.preset}, cbp {'on' if config.cbp.enabled else 'off'}) on "
           f"{config.env.id} x{config.env.num_envs} ({backend_name(trainer.envs)}) for "
           f"{config.run.total_steps:,} steps -> {run_dir}", file=sys.stderr)
-    try:
-        summary = trainer.train(progress=not args.quiet)
-    except KeyboardInterrupt:
-        saved = trainer.checkpoints[-1] if trainer.checkpoints else "none yet"
-        print(f"\ninterrupted; the last checkpoint ({saved}) is kept: run the same command to resume",
-              file=sys.stderr)
-        return INTERRUPTED
-    except TrainingDiverged as error:
-        print(f"rl-plasticity train: {error}", file=sys.stderr)
-        return TRAINING_FAILED
-    finally:
-        trainer.close()
+    with trainer:
+        try:
+            summary = trainer.train(progress=not args.quiet)
+        except KeyboardInterrupt:
+            saved = trainer.checkpoints[-1] if trainer.checkpoints else "none yet"
+            print(f"\ninterrupted; the last checkpoint ({saved}) is kept: run the same command to resume",
+                  file=sys.stderr)
+            return INTERRUPTED
+        except TrainingDiverged as error:
+            print(f"rl-plasticity train: {error}", file=sys.stderr)
+            return TRAINING_FAILED
     if summary.stopped_by is not None:
         print(f"stopped by {summary.stopped_by} at step {summary.global_step:,}; checkpoint "
               f"{summary.checkpoints[-1]}: run the same command to resume", file=sys.stderr)

@@ -287,3 +287,58 @@ def test_a_key_added_by_a_later_version_counts_as_its_default() -> None:
     assert changed_keys(saved, config) == []
     changed = load_config(None, ["env.id=SlipperyHopper-v5", "cbp.floor_when_above_one=true"])
     assert changed_keys(saved, changed) == ["cbp.floor_when_above_one: False -> True"]
+
+
+DISK_FILLS_AFTER_THE_FIRST_CHECKPOINT = """\
+import errno, pathlib, sys
+from tensorboard.summary.writer import record_writer
+
+run_dir = pathlib.Path(sys.argv[1])
+def full() -> bool:
+    return any((run_dir / "checkpoints").glob("step_*.pt")) and (run_dir / "progress.json").exists()
+def no_space() -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device")
+
+write_record = record_writer.RecordWriter.write
+def write(self, data):
+    if full():
+        raise no_space()
+    return write_record(self, data)
+record_writer.RecordWriter.write = write
+
+write_text = pathlib.Path.write_text
+def write_new_file(self, *args, **kwargs):
+    if full() and self.name.startswith(".progress"):
+        self.touch()  # as a real full disk: the file is created, its first block is not
+        raise no_space()
+    return write_text(self, *args, **kwargs)
+pathlib.Path.write_text = write_new_file
+
+from rl_plasticity.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_full_disk_during_a_tensorboard_write_is_one_line_and_the_run_resumes(
+        tmp_path: Path, config_file: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "runs" / "full"
+    train = ["train", str(config_file), "--logdir", str(tmp_path / "runs"), "--run-name", "full", "--quiet",
+             "--total-steps", "1024"]
+    result = subprocess.run([sys.executable, "-c", DISK_FILLS_AFTER_THE_FIRST_CHECKPOINT, str(run_dir),
+                             *train], capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert lines[-1].startswith("rl-plasticity train: error: no space left") and \
+        "events.out.tfevents" in lines[-1] and "free some space" in lines[-1], result.stderr
+    assert len(lines) == 2, result.stderr  # the "training: ..." line and the error
+    assert json.loads((run_dir / "progress.json").read_text())["status"] == "failed"
+    assert not list(run_dir.glob(".*.tmp"))
+    checkpoints = list_checkpoints(run_dir)
+    assert checkpoints and all(verify_checkpoint(path) for _, path in checkpoints)
+
+    assert main(train) == 0  # space freed: it resumes from the checkpoint the full disk spared
+    assert json.loads((run_dir / "progress.json").read_text())["status"] == "finished"

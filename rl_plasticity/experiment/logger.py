@@ -16,7 +16,10 @@ Every scalar's step is the global env step, so runs of different configs overlay
 
 from __future__ import annotations
 
+import functools
+import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -29,11 +32,59 @@ from rl_plasticity.experiment.environment import physics_values
 LOSS_TAGS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance")
 
 
+class _EventWriter:
+    """A `SummaryWriter` whose write errors name its event file.
+
+    TensorBoard writes on a thread of its own: a failed write (a full disk) surfaces, without a file name,
+    from whichever call comes next. That thread also prints the error as a traceback of its own, which
+    `_quiet_event_writer_threads` silences, since the call that re-raises it is the one to report.
+    """
+
+    def __init__(self, run_dir: Path, purge_step: int | None) -> None:
+        before = set(run_dir.glob("events.out.tfevents.*"))
+        _quiet_event_writer_threads()
+        self._writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        created = sorted(set(run_dir.glob("events.out.tfevents.*")) - before)
+        self.path = created[-1] if created else run_dir
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._writer, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except OSError as error:
+                if error.filename is None:
+                    error.filename = str(self.path)
+                raise
+
+        return call
+
+
+def _quiet_event_writer_threads() -> None:
+    """Leave TensorBoard's writer threads' OSErrors to the thread that writes next (see `_EventWriter`)."""
+    previous = threading.excepthook
+    if getattr(previous, "leaves_event_writer_errors", False):
+        return
+
+    def excepthook(args: threading.ExceptHookArgs) -> None:
+        thread = type(args.thread)
+        if thread.__module__.startswith("tensorboard.") and issubclass(args.exc_type, OSError):
+            return
+        previous(args)
+
+    excepthook.leaves_event_writer_errors = True  # type: ignore[attr-defined]
+    threading.excepthook = excepthook
+
+
 class TrainingLogger:
     """Writes one run's TensorBoard events into ``run_dir``."""
 
     def __init__(self, run_dir: Path, agent: PPO, purge_step: int | None = None) -> None:
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        self.writer = _EventWriter(run_dir, purge_step)
         self.agent = agent
         self.networks = {"policy": agent.policy.mean_net, "value": agent.value.net}
         self.probes = {name: PlasticityProbe(linear_layers(net), model=net)

@@ -170,7 +170,7 @@ class Trainer:
         started = time.perf_counter()
         self._clock_start = (started, self.agent.global_step)
         display = _Progress(total, self.agent.global_step, progress, self.config.log.progress_bar)
-        status = "failed"
+        status, completed = "failed", False
         try:
             with _StopOnSignals() as stop:
                 while self.agent.global_step < total and stop.requested is None:
@@ -179,6 +179,7 @@ class Trainer:
             if self.checkpoints[-1:] != [self._checkpoint_path()]:
                 self.save_checkpoint()
             status = "finished" if stop.requested is None else "stopped"
+            completed = True
         except KeyboardInterrupt:
             status = "stopped"
             raise
@@ -187,11 +188,20 @@ class Trainer:
             raise
         finally:
             display.close()
+            self._record_end(status, raise_errors=completed)
+        return TrainingSummary(self.agent.global_step, self.episodes_seen, self.recent_return,
+                               time.perf_counter() - started, list(self.checkpoints), stop.requested)
+
+    def _record_end(self, status: str, raise_errors: bool) -> None:
+        """The run's final status and events. While another error stops the run, a failure to write
+        them (the same full disk, most often) must not hide that error."""
+        try:
             self._write_progress(status)
             if self.logger is not None:
                 self.logger.flush()
-        return TrainingSummary(self.agent.global_step, self.episodes_seen, self.recent_return,
-                               time.perf_counter() - started, list(self.checkpoints), stop.requested)
+        except OSError:
+            if raise_errors:
+                raise
 
     def iterate(self) -> dict[str, float]:
         """One rollout and one update, then whatever logging and checkpointing are due."""
@@ -333,8 +343,12 @@ class Trainer:
     def __enter__(self) -> Trainer:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        try:
+            self.close()
+        except OSError:
+            if exc_type is None:  # else the error that stopped the run is the one to report
+                raise
 
 
 def _check_writable(run_dir: Path) -> None:
