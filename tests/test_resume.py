@@ -244,3 +244,32 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(
     assert [step for step, _ in list_checkpoints(tmp_path / "r")] == [256]
     assert not list((tmp_path / "r" / "checkpoints").glob(".*partial"))
     load_checkpoint(tmp_path / "r" / "checkpoints" / "step_256.pt")
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run_before_consolidation"
+
+
+def test_a_checkpoint_written_by_an_earlier_version_resumes_bit_identically(tmp_path: Path) -> None:
+    """``FIXTURE`` holds step 512 of a run written before the layout's consolidation (config
+    ``train.yaml``: CBP on both networks, two env copies, friction changes) and the state its uninterrupted
+    run reached at step 1,024. Resuming the old checkpoint with today's code must reach the same state."""
+    import shutil
+
+    run_dir = tmp_path / "runs" / "legacy"
+    shutil.copytree(FIXTURE, run_dir, ignore=shutil.ignore_patterns("train.yaml", "expected_*"))
+    assert main(["train", str(FIXTURE / "train.yaml"), "--logdir", str(tmp_path / "runs"), "--run-name",
+                 "legacy", "--quiet"]) == 0
+    found = latest_checkpoint(run_dir)
+    assert found is not None and found[1]["global_step"] == 1024
+    state, expected = found[1], torch.load(FIXTURE / "expected_step_1024.pt", weights_only=False)
+    agent = state["agent"]
+    for network in ("policy", "value"):
+        for key, tensor in expected[network].items():
+            assert torch.equal(agent[network][key], tensor), (network, key)
+    for index, moments in expected["optimizer_state"].items():
+        for name, value in moments.items():
+            assert torch.equal(agent["optimizer"]["state"][index][name], value), (index, name)
+    replaced = [agent[name]["replaced_total"] for name in ("cbp_policy", "cbp_value")]
+    assert replaced == expected["replaced"]
+    assert state["episodes_seen"] == expected["episodes_seen"]
+    assert state["recent_returns"] == expected["recent_returns"]
