@@ -2,6 +2,6 @@
 
 import sys
 
-from rl_plasticity.cli import main
+from rl_plasticity.experiment.cli import main
 
 sys.exit(main())

@@ -16,8 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator,
 )
 
-from rl_plasticity.cli import main
 from rl_plasticity.experiment.checkpoint import list_checkpoints, load_checkpoint
+from rl_plasticity.experiment.cli import main
 from rl_plasticity.experiment.config import load_config
 
 TINY = ["--total-steps", "768", "--set", "ppo.rollout_steps=256", "--set", "ppo.minibatch_size=64",

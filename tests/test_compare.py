@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rl_plasticity.cli import main
+from rl_plasticity.experiment.cli import main
 from rl_plasticity.experiment.compare import CompareError, RunSpec, run_local, run_matrix
 from rl_plasticity.experiment.progress import read_progress, write_progress
 

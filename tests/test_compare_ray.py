@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("ray.tune")
 
-from rl_plasticity.cli import main  # noqa: E402
+from rl_plasticity.experiment.cli import main  # noqa: E402
 from rl_plasticity.experiment.progress import read_progress  # noqa: E402
 from tests.test_compare import write_configs  # noqa: E402
 

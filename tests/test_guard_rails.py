@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from rl_plasticity.cli import main
 from rl_plasticity.experiment.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -17,6 +16,7 @@ from rl_plasticity.experiment.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
+from rl_plasticity.experiment.cli import main
 
 SMALL = """\
 preset: dohare
@@ -314,7 +314,7 @@ def write_new_file(self, *args, **kwargs):
     return write_text(self, *args, **kwargs)
 pathlib.Path.write_text = write_new_file
 
-from rl_plasticity.cli import main
+from rl_plasticity.experiment.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -16,8 +16,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents import PPO
-from rl_plasticity.cli import main
 from rl_plasticity.experiment.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from rl_plasticity.experiment.cli import main
 from rl_plasticity.experiment.config import load_config
 from rl_plasticity.experiment.progress import read_progress
 from rl_plasticity.experiment.runner import Trainer, TrainingDiverged
