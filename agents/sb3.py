@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rl_plasticity import ContinualBackprop, PlasticityProbe
+from rl_plasticity import ContinualBackprop, PlasticityProbe, tags
 
 try:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -47,7 +47,7 @@ except ImportError as error:  # pragma: no cover - depends on the optional extra
         "agents.sb3 needs Stable-Baselines3: pip install 'rl-plasticity[sb3]' (or stable-baselines3>=2.3)"
     ) from error
 
-NETWORKS = ("policy", "value")
+NETWORKS = tags.NETWORKS
 SIDECAR_SUFFIX = ".cbp.pt"
 _SIDECAR_FORMAT = 1
 #: ContinualBackprop arguments stored next to a saved model and used again when it is loaded.
@@ -278,14 +278,11 @@ def piecewise_schedule(points: Sequence[tuple[int, float]]) -> Callable[[int], f
 class PlasticityCallback(BaseCallback):
     """Logs plasticity and CBP into SB3's logger (TensorBoard, CSV, ...) after every rollout.
 
-    Tags (the same as ``rl-plasticity train`` writes, so runs of both overlay in TensorBoard):
-
-    - ``plasticity/{policy,value}/layer{k}/{dormant_fraction,inactive_fraction,approx_rank,effective_rank,
-      feature_norm,weight_magnitude}``: `PlasticityProbe` on ``probe_batch_size`` observations of the rollout
-      just collected, every ``probe_every`` rollouts;
-    - ``cbp/{policy,value}/layer{k}/replaced``: cumulative replaced units (0 when no CBP is attached);
-    - ``env/friction``: mean over the env copies of ``info["friction"]`` at the rollout's last step, when
-      the env reports it.
+    Tags (`rl_plasticity.tags`, the same as ``rl-plasticity train`` writes, so runs of both overlay in
+    TensorBoard): ``plasticity/<net>/layer<k>/...`` from `PlasticityProbe` on ``probe_batch_size``
+    observations of the rollout just collected, every ``probe_every`` rollouts; the cumulative
+    ``cbp/<net>/layer<k>/replaced`` (0 when no CBP is attached); and ``env/friction``, the mean over the env
+    copies of ``info["friction"]`` at the rollout's last step, when the env reports it.
 
     ``friction_schedule`` (a function ``step -> friction``, None meaning "leave it", or a list of
     ``(step, friction)`` pairs) lets the trainer own the schedule: before each env step the callback
@@ -347,18 +344,18 @@ class PlasticityCallback(BaseCallback):
         self.rollouts += 1
         record = self.logger.record
         if self.friction is not None:
-            record("env/friction", self.friction, exclude=self.exclude)
+            record(tags.env_parameter("friction"), self.friction, exclude=self.exclude)
         pair = attached_cbp(self.model)
         probes = plasticity_probes(self.model.policy)
         for name, cbp in zip(NETWORKS, pair or (None, None), strict=True):
             hidden = len(probes[name].layers) - 1
             for k, count in enumerate(cbp.replaced_total if cbp is not None else [0] * hidden):
-                record(f"cbp/{name}/layer{k}/replaced", count, exclude=self.exclude)
+                record(tags.cbp_replaced(name, k), count, exclude=self.exclude)
         if self.probe_every and (self.rollouts - 1) % self.probe_every == 0:
             observations = obs_as_tensor(self._recent_observations(), self.model.device)
             for name, probe in probes.items():
                 for key, value in probe.measure(observations).items():
-                    record(f"plasticity/{name}/{key}", value, exclude=self.exclude)
+                    record(tags.plasticity(name, key), value, exclude=self.exclude)
 
     def _recent_observations(self) -> np.ndarray | dict[str, np.ndarray]:
         """A random batch of the rollout buffer's observations (already normalised if the env is)."""

@@ -1,18 +1,5 @@
-"""TensorBoard logging of a PPO run: returns, losses, physics, plasticity of both networks, CBP.
-
-Every scalar's step is the global env step, so runs of different configs overlay. Tags:
-
-- ``charts/{episodic_return,episodic_length,SPS,learning_rate}``
-- ``losses/{policy_loss,value_loss,entropy,approx_kl,clipfrac,explained_variance}``
-- ``env/friction`` (and ``env/<parameter>`` for other drifting parameters)
-- ``plasticity/{policy,value}/layer{k}/{dormant_fraction,inactive_fraction,approx_rank,effective_rank,
-  weight_magnitude,feature_norm}``, ``plasticity/{policy,value}/grad_norm`` (mean over the update's
-  minibatches, before clipping) and ``plasticity/{policy,value}/weight_change`` (L2 norm of the update's
-  parameter change)
-- ``cbp/{policy,value}/layer{k}/replaced`` (cumulative; 0 without CBP) and the histograms
-  ``cbp/{policy,value}/layer{k}/utility``
-- the text ``hyperparameters``: every config key as a Markdown table
-"""
+"""TensorBoard logging of a PPO run: returns, losses, physics, plasticity of both networks, CBP. The tags
+and what each means are in `rl_plasticity.tags`."""
 
 from __future__ import annotations
 
@@ -25,11 +12,9 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from agents import PPO, Rollout, linear_layers
-from rl_plasticity import ContinualBackprop, PlasticityProbe
+from rl_plasticity import ContinualBackprop, PlasticityProbe, tags
 from rl_plasticity.experiment.config import Config, flat_items
 from rl_plasticity.experiment.environment import physics_values
-
-LOSS_TAGS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance")
 
 
 class _EventWriter:
@@ -95,28 +80,28 @@ class TrainingLogger:
 
     def hyperparameters(self, config: Config) -> None:
         rows = "\n".join(f"| {key} | {value} |" for key, value in flat_items(config))
-        self.writer.add_text("hyperparameters", "| key | value |\n|---|---|\n" + rows, global_step=0)
+        self.writer.add_text(tags.HYPERPARAMETERS, "| key | value |\n|---|---|\n" + rows, global_step=0)
 
     def rollout(self, rollout: Rollout, step: int) -> None:
         for episode in rollout.episodes:
-            self.writer.add_scalar("charts/episodic_return", episode.episodic_return, episode.step)
-            self.writer.add_scalar("charts/episodic_length", episode.length, episode.step)
+            self.writer.add_scalar(tags.EPISODIC_RETURN, episode.episodic_return, episode.step)
+            self.writer.add_scalar(tags.EPISODIC_LENGTH, episode.length, episode.step)
         for name, value in physics_values(rollout.last_info).items():
-            self.writer.add_scalar(f"env/{name}", value, step)
+            self.writer.add_scalar(tags.env_parameter(name), value, step)
 
     def update(self, stats: dict[str, float], step: int, steps_per_second: float) -> None:
         add = self.writer.add_scalar
-        add("charts/SPS", steps_per_second, step)
-        add("charts/learning_rate", stats["learning_rate"], step)
-        for tag in LOSS_TAGS:
-            add(f"losses/{tag}", stats[tag], step)
+        add(tags.STEPS_PER_SECOND, steps_per_second, step)
+        add(tags.LEARNING_RATE, stats["learning_rate"], step)
+        for name in tags.LOSSES:
+            add(tags.loss(name), stats[name], step)
         for name in self.networks:
-            add(f"plasticity/{name}/grad_norm", stats[f"{name}_grad_norm"], step)
-            add(f"plasticity/{name}/weight_change", stats[f"{name}_weight_change"], step)
+            add(tags.plasticity(name, "grad_norm"), stats[f"{name}_grad_norm"], step)
+            add(tags.plasticity(name, "weight_change"), stats[f"{name}_weight_change"], step)
             cbp = self.cbps[name]
             replaced = cbp.replaced_total if cbp is not None else [0] * self.hidden_layers
             for k, count in enumerate(replaced):
-                add(f"cbp/{name}/layer{k}/replaced", count, step)
+                add(tags.cbp_replaced(name, k), count, step)
 
     def probe(self, step: int, batch_size: int) -> dict[str, dict[str, float]]:
         """Plasticity metrics of both networks on the latest rollout's observations."""
@@ -125,7 +110,7 @@ class TrainingLogger:
         for name, probe in self.probes.items():
             results[name] = probe.measure(inputs)
             for key, value in results[name].items():
-                self.writer.add_scalar(f"plasticity/{name}/{key}", value, step)
+                self.writer.add_scalar(tags.plasticity(name, key), value, step)
         return results
 
     def utility_histograms(self, step: int) -> None:
@@ -133,7 +118,7 @@ class TrainingLogger:
             if cbp is None:
                 continue
             for k, utility in enumerate(cbp.utilities()):
-                self.writer.add_histogram(f"cbp/{name}/layer{k}/utility", utility.to(torch.float64), step)
+                self.writer.add_histogram(tags.cbp_utility(name, k), utility.to(torch.float64), step)
 
     def flush(self) -> None:
         self.writer.flush()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rl_plasticity import tags
 from rl_plasticity.experiment.runs import (
     Estimate,
     Run,
@@ -32,14 +33,14 @@ from rl_plasticity.experiment.runs import (
 )
 from rl_plasticity.experiment.statistics import SeedStatistics
 
-NETWORKS = ("policy", "value")
+NETWORKS = tags.NETWORKS
 END_METRICS = ("dormant_fraction", "approx_rank", "weight_magnitude")
-# (label, tag pattern with {net}) of the plasticity measures followed from visit to visit.
-TREND_METRICS = (
-    ("dormant", r"plasticity/{net}/layer\d+/dormant_fraction"),
-    ("approx rank", r"plasticity/{net}/layer\d+/approx_rank"),
-    ("mean |w|", r"plasticity/{net}/layer\d+/weight_magnitude"),
-    ("weight change", r"plasticity/{net}/weight_change"),
+# (label, the tag pattern for a network) of the plasticity measures followed from visit to visit.
+TREND_METRICS: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("dormant", lambda net: tags.plasticity_layers_pattern(net, "dormant_fraction")),
+    ("approx rank", lambda net: tags.plasticity_layers_pattern(net, "approx_rank")),
+    ("mean |w|", lambda net: tags.plasticity_layers_pattern(net, "weight_magnitude")),
+    ("weight change", lambda net: tags.plasticity(net, "weight_change")),
 )
 
 
@@ -129,7 +130,7 @@ def summarise_visits(runs: list[Run]) -> list[VisitSummary]:
     """Visit i across seeds; runs that share a schedule visit the same values in the same order."""
     per_run = [visits(run) for run in runs]
     per_run_metrics = {
-        f"{net}/{label}": [visit_end_values(run, pattern.format(net=net)) for run in runs]
+        f"{net}/{label}": [visit_end_values(run, pattern(net)) for run in runs]
         for net in NETWORKS for label, pattern in TREND_METRICS
     }
     summaries = []
@@ -232,11 +233,11 @@ def _metric_curve(runs: list[Run], pattern: str, combine=np.mean) -> tuple[np.nd
     counts such as replaced units), on the first run's steps."""
     series = []
     for run in runs:
-        tags = matching_tags([run], pattern)
-        if not tags:
+        found = matching_tags([run], pattern)
+        if not found:
             continue
-        steps = run.series(tags[0])[0]
-        series.append((steps, combine([np.interp(steps, *run.series(t)) for t in tags], axis=0)))
+        steps = run.series(found[0])[0]
+        series.append((steps, combine([np.interp(steps, *run.series(t)) for t in found], axis=0)))
     if not series:
         return np.empty(0), np.empty(0)
     steps = series[0][0]
@@ -250,7 +251,7 @@ def write_plot(grouped: dict[str, list[Run]], path: Path, summaries: list[Config
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric_panels = [(f"{net} {metric.replace('_', ' ')}", rf"plasticity/{net}/layer\d+/{metric}")
+    metric_panels = [(f"{net} {metric.replace('_', ' ')}", tags.plasticity_layers_pattern(net, metric))
                      for metric in END_METRICS for net in NETWORKS]
     figure, axes = plt.subplots(5, 2, figsize=(12, 16), constrained_layout=True)
     axes = axes.ravel()
@@ -274,11 +275,11 @@ def write_plot(grouped: dict[str, list[Run]], path: Path, summaries: list[Config
             if len(steps):
                 axis.plot(steps, values, color=colour, label=name)
         for net, style in zip(NETWORKS, ("-", "--"), strict=True):
-            steps, values = _metric_curve(runs, rf"plasticity/{net}/weight_change")
+            steps, values = _metric_curve(runs, tags.plasticity(net, "weight_change"))
             if len(steps):
                 change_axis.plot(steps, values, color=colour, linestyle=style, label=f"{name} {net}")
         # Sum, not mean, over layers and networks: the total number of replacements.
-        steps, values = _metric_curve(runs, r"cbp/(policy|value)/layer\d+/replaced", combine=np.sum)
+        steps, values = _metric_curve(runs, tags.cbp_replaced_pattern(), combine=np.sum)
         if len(steps):
             cbp_axis.plot(steps, values, color=colour, label=name)
         summary = by_name.get(name)

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from agents import PPO, Rollout
 from envs import get_vector_state, set_vector_state
 from envs.thread_pool import available_cpus
+from rl_plasticity import tags
 from rl_plasticity.experiment.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
@@ -239,7 +240,8 @@ class Trainer:
             step >= self.config.run.total_steps
 
     def _check_finite(self, stats: dict[str, float], step: int) -> None:
-        bad = [f"losses/{name} = {stats[name]}" for name in LOSSES_CHECKED if not math.isfinite(stats[name])]
+        bad = [f"{tags.loss(name)} = {stats[name]}" for name in LOSSES_CHECKED
+               if not math.isfinite(stats[name])]
         for network, module in (("policy", self.agent.policy), ("value", self.agent.value)):
             bad += [f"{network} parameter {name}" for name, parameter in module.named_parameters()
                     if not torch.isfinite(parameter).all()]

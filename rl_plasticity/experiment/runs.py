@@ -17,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rl_plasticity import tags
 from rl_plasticity.experiment.event_files import read_run_scalars
 
-RETURN_TAG = "charts/episodic_return"
-FRICTION_TAG = "env/friction"
-DRIFT_TAG_PREFIX = "env/"
 _MOVED_ASIDE = re.compile(r"\.old-\d{8}-\d{6}")
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 # Two-sided 95% Student-t quantiles for 1..30 degrees of freedom; beyond that the normal 1.96 is close.
@@ -154,9 +152,9 @@ def estimate(values: Iterable[float]) -> Estimate:
 
 def drift_tag(run: Run) -> str | None:
     """The tag of the run's drifting parameter: ``env/friction`` if logged, else the first ``env/*``."""
-    if FRICTION_TAG in run.scalars:
-        return FRICTION_TAG
-    return next((tag for tag in sorted(run.scalars) if tag.startswith(DRIFT_TAG_PREFIX)), None)
+    if tags.env_parameter("friction") in run.scalars:
+        return tags.env_parameter("friction")
+    return next((tag for tag in sorted(run.scalars) if tag.startswith(tags.ENV_PREFIX)), None)
 
 
 def friction_segments(run: Run) -> list[Segment]:
@@ -181,7 +179,7 @@ def friction_segments(run: Run) -> list[Segment]:
 
 def mean_return_between(run: Run, start: float, end: float) -> float:
     """Mean episodic return of the episodes that ended at a step in ``[start, end)``."""
-    steps, values = run.series(RETURN_TAG)
+    steps, values = run.series(tags.EPISODIC_RETURN)
     chosen = values[(steps >= start) & (steps < end)]
     return float(chosen.mean()) if len(chosen) else math.nan
 
@@ -242,10 +240,11 @@ def retention(run: Run) -> float:
     return last / first
 
 
-def mean_between(run: Run, tags: list[str], start: float, end: float) -> float:
-    """Mean of the values logged in ``[start, end)`` under ``tags`` (each tag's mean, then their mean)."""
+def mean_between(run: Run, tag_names: list[str], start: float, end: float) -> float:
+    """Mean of the values logged in ``[start, end)`` under ``tag_names`` (each tag's mean, then their
+    mean)."""
     means = []
-    for tag in tags:
+    for tag in tag_names:
         steps, values = run.series(tag)
         chosen = values[(steps >= start) & (steps < end)]
         if len(chosen):
@@ -255,8 +254,8 @@ def mean_between(run: Run, tags: list[str], start: float, end: float) -> float:
 
 def visit_end_values(run: Run, pattern: str, tail: float = 0.25) -> list[float]:
     """Per visit, the mean of the metric tags matching ``pattern`` over the visit's last ``tail``."""
-    tags = matching_tags([run], pattern)
-    return [mean_between(run, tags, v.segment.end - tail * (v.segment.end - v.segment.start), v.segment.end)
+    found = matching_tags([run], pattern)
+    return [mean_between(run, found, v.segment.end - tail * (v.segment.end - v.segment.start), v.segment.end)
             for v in visits(run)]
 
 
@@ -280,7 +279,7 @@ def final_return(run: Run, tail: float = 0.1) -> float:
 
 def binned_returns(run: Run, edges: np.ndarray) -> np.ndarray:
     """Mean episodic return per step bin (nan where no episode ended in the bin)."""
-    steps, values = run.series(RETURN_TAG)
+    steps, values = run.series(tags.EPISODIC_RETURN)
     result = np.full(len(edges) - 1, np.nan)
     index = np.searchsorted(edges, steps, side="right") - 1
     for b in range(len(result)):
@@ -310,12 +309,12 @@ def matching_tags(runs: Iterable[Run], pattern: str) -> list[str]:
 
 def layer_mean_at_end(run: Run, network: str, metric: str) -> float:
     """The last value of ``plasticity/<network>/layer*/<metric>``, averaged over the hidden layers."""
-    tags = matching_tags([run], rf"plasticity/{network}/layer\d+/{metric}")
-    values = [last_value(run, tag) for tag in tags]
+    found = matching_tags([run], tags.plasticity_layers_pattern(network, metric))
+    values = [last_value(run, tag) for tag in found]
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
 
 
 def total_replaced(run: Run, network: str) -> float:
-    tags = matching_tags([run], rf"cbp/{network}/layer\d+/replaced")
-    return float(sum(last_value(run, tag) for tag in tags)) if tags else math.nan
+    found = matching_tags([run], tags.cbp_replaced_pattern(network))
+    return float(sum(last_value(run, tag) for tag in found)) if found else math.nan
