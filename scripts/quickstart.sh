@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet -e .
+python3 -m pip install --quiet -c constraints.txt -e .
 
 LOGDIR=${LOGDIR:-runs/quickstart}
 python3 -m rl_plasticity compare configs/plasticity_demo/ppo.yaml configs/plasticity_demo/paper_cbp.yaml \
