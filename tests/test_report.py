@@ -14,22 +14,24 @@ from rl_plasticity.experiment.report import make_report, summarise
 from rl_plasticity.experiment.runs import (
     RunsError,
     estimate,
-    friction_segments,
     load_runs,
+    physics_segments,
     segment_end_returns,
 )
 
 CHANGE_AT, END = 5000, 10_000
 
 
-def write_run(path: Path, offset: float, replaced: int = 0) -> None:
-    """Episodes end every 100 steps with return = step / 100 + offset; friction 1.0 then 0.1."""
+def write_run(path: Path, offset: float, replaced: int = 0, parameter: str = "friction",
+              values: tuple[float, float] = (1.0, 0.1)) -> None:
+    """Episodes end every 100 steps with return = step / 100 + offset; friction (or ``parameter``) 1.0
+    then 0.1 (or ``values``)."""
     writer = SummaryWriter(str(path))
     for step in range(100, END, 100):
         writer.add_scalar("charts/episodic_return", step / 100 + offset, step)
-        writer.add_scalar("env/friction", 1.0 if step < CHANGE_AT else 0.1, step)
+        writer.add_scalar(f"env/{parameter}", values[0] if step < CHANGE_AT else values[1], step)
     # As the trainer logs it: the value in effect at the last step before the change.
-    writer.add_scalar("env/friction", 1.0, CHANGE_AT - 1)
+    writer.add_scalar(f"env/{parameter}", values[0], CHANGE_AT - 1)
     for step in (1000, END - 1):
         for net in ("policy", "value"):
             for layer in (0, 1):
@@ -56,8 +58,8 @@ def test_runs_are_grouped_by_config_and_seed(logdir: Path) -> None:
 
 def test_segments_and_their_end_returns(logdir: Path) -> None:
     run = load_runs(logdir)["ppo"][1]
-    segments = friction_segments(run)
-    assert [(s.start, s.friction) for s in segments] == [(0, 1.0), (CHANGE_AT, pytest.approx(0.1))]
+    segments = physics_segments(run)
+    assert [(s.start, s.value) for s in segments] == [(0, 1.0), (CHANGE_AT, pytest.approx(0.1))]
     assert segments[0].end == CHANGE_AT and segments[1].end == END  # the last logged step + 1
     # last 10% of [0, 5000) is [4500, 5000): episodes at 4500..4900 -> returns 45..49 (+1 offset)
     # last 10% of [5000, 10000) is [9500, 10000): episodes at 9500..9900 -> returns 95..99 (+1)
@@ -78,7 +80,7 @@ def test_summary_numbers(logdir: Path) -> None:
     assert ppo.seeds == 3
     assert [s.mean for s in ppo.segment_returns] == pytest.approx([48.0, 98.0])
     assert ppo.segment_returns[0].high - 48.0 == pytest.approx(4.303 / math.sqrt(3))
-    assert ppo.segment_frictions == pytest.approx([1.0, 0.1])
+    assert ppo.segment_values == pytest.approx([1.0, 0.1]) and ppo.drift_parameter == "friction"
     # last 10% of [0, 10000) is [9000, 10000): episodes 9000..9900 -> mean return 94.5 (+ mean offset 1)
     assert ppo.final_return.mean == pytest.approx(95.5)
     assert cbp.final_return.mean == pytest.approx(105.5)
@@ -152,3 +154,15 @@ def test_a_resumed_writer_purges_the_earlier_attempts_later_points(tmp_path: Pat
     second.close()
     steps, values = load_runs(tmp_path)["ppo"][0].series("charts/episodic_return")
     assert list(steps) == [100, 200, 300, 400] and list(values) == [1.0, 1.0, 2.0, 2.0]
+
+
+def test_a_gravity_drift_reports_its_segments_by_name(tmp_path: Path) -> None:
+    for seed in range(2):
+        write_run(tmp_path / "heavy" / f"seed{seed}", seed, parameter="gravity", values=(-9.81, -4.9))
+    (run, _), summary = load_runs(tmp_path)["heavy"], summarise("heavy", load_runs(tmp_path)["heavy"])
+    assert [(s.start, s.value) for s in physics_segments(run)] == [(0, pytest.approx(-9.81)),
+                                                                   (CHANGE_AT, pytest.approx(-4.9))]
+    assert summary.drift_parameter == "gravity" and summary.segment_values == pytest.approx([-9.81, -4.9])
+    make_report(tmp_path, tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "each gravity segment" in text and "| gravity (mean over seeds) |" in text

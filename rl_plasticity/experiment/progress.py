@@ -14,7 +14,7 @@ STATUSES = ("running", "finished", "stopped", "failed")
 
 
 def write_progress(run_dir: str | Path, *, status: str, step: int, total_steps: int, sps: float | None = None,
-                   episodic_return: float | None = None, friction: float | None = None,
+                   episodic_return: float | None = None, physics: dict[str, float] | None = None,
                    diverged_at: int | None = None) -> None:
     """Replaces the progress file atomically (a reader never sees half a file). On a full disk, where no
     new file can be written, it rewrites the old one in place instead: a run that stops for lack of
@@ -23,7 +23,7 @@ def write_progress(run_dir: str | Path, *, status: str, step: int, total_steps: 
         raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
     run_dir = Path(run_dir)
     payload: dict[str, Any] = {"status": status, "step": int(step), "total_steps": int(total_steps),
-                               "sps": sps, "episodic_return": episodic_return, "friction": friction,
+                               "sps": sps, "episodic_return": episodic_return, "physics": physics or {},
                                "diverged_at": diverged_at}
     text, path = json.dumps(payload), run_dir / PROGRESS_FILE
     temporary = run_dir / f".{PROGRESS_FILE}.tmp"

@@ -18,13 +18,14 @@ from rl_plasticity.experiment.runs import (
     RunDataWarning,
     area_under_curve,
     binned_returns,
+    drift_parameter,
     estimate,
     final_return,
-    friction_segments,
     last_value,
     layer_mean_at_end,
     load_runs,
     matching_tags,
+    physics_segments,
     retention,
     segment_end_returns,
     total_replaced,
@@ -62,7 +63,8 @@ class ConfigSummary:
     name: str
     seeds: int
     segment_returns: list[Estimate]
-    segment_frictions: list[float]
+    segment_values: list[float]
+    drift_parameter: str
     final_return: Estimate
     auc: Estimate
     end_metrics: dict[str, Estimate]
@@ -103,10 +105,11 @@ def summarise(name: str, runs: list[Run]) -> ConfigSummary:
     segment_returns = [
         estimate(s[i] for s in per_run_segments if i < len(s)) for i in range(count)
     ]
-    frictions = []
+    per_run_physics = [physics_segments(run) for run in runs]
+    segment_values = []
     for i in range(count):
-        values = [friction_segments(run)[i].friction for run in runs if i < len(friction_segments(run))]
-        frictions.append(float(np.mean(values)) if values else math.nan)
+        values = [segments[i].value for segments in per_run_physics if i < len(segments)]
+        segment_values.append(float(np.mean(values)) if values else math.nan)
     end_metrics = {
         f"{network}/{metric}": estimate(layer_mean_at_end(run, network, metric) for run in runs)
         for network in NETWORKS for metric in END_METRICS
@@ -119,7 +122,8 @@ def summarise(name: str, runs: list[Run]) -> ConfigSummary:
         name=name,
         seeds=len(runs),
         segment_returns=segment_returns,
-        segment_frictions=frictions,
+        segment_values=segment_values,
+        drift_parameter=next(filter(None, map(drift_parameter, runs)), "physics"),
         final_return=estimate(final_return(run) for run in runs),
         auc=estimate(area_under_curve(run) for run in runs),
         end_metrics=end_metrics,
@@ -202,10 +206,10 @@ def write_markdown(summaries: list[ConfigSummary], path: Path, problems: Sequenc
     lines += ["", *_retention_lines(summaries)]
     for s in summaries:
         lines += ["", f"## {s.name}", "",
-                  "Mean return over the last 10% of each friction segment:", "",
-                  "| segment | friction (mean over seeds) | return |", "|---|---|---|"]
-        for i, (value, friction) in enumerate(zip(s.segment_returns, s.segment_frictions, strict=True)):
-            lines.append(f"| {i} | {friction:.4g} | {value.format()} |")
+                  f"Mean return over the last 10% of each {s.drift_parameter} segment:", "",
+                  f"| segment | {s.drift_parameter} (mean over seeds) | return |", "|---|---|---|"]
+        for i, (value, physics) in enumerate(zip(s.segment_returns, s.segment_values, strict=True)):
+            lines.append(f"| {i} | {physics:.4g} | {value.format()} |")
         lines += _visit_lines(s)
     path.write_text("\n".join(lines) + "\n")
 
@@ -290,7 +294,7 @@ def write_plot(grouped: dict[str, list[Run]], path: Path, summaries: list[Config
     if finite.size:  # frame the seeds; a small-n band may run past the frame
         span = max(finite.max() - finite.min(), 1e-9)
         return_axis.set_ylim(finite.min() - 0.05 * span, finite.max() + 0.05 * span)
-    for segment in friction_segments(first_run)[1:]:
+    for segment in physics_segments(first_run)[1:]:
         return_axis.axvline(segment.start, color="grey", linestyle=":", linewidth=1)
     titles = ["return", "return at the end of each visit (mean, 95% bootstrap CI)",
               *[title for title, _ in metric_panels], "weight change per update (solid policy, dashed value)",

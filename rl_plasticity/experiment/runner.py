@@ -284,7 +284,7 @@ class Trainer:
         write_progress(self.run_dir, status=status, step=self.agent.global_step,
                        total_steps=self.config.run.total_steps, sps=self.steps_per_second,
                        episodic_return=None if math.isnan(recent) else recent,
-                       friction=self.physics.get("friction"), diverged_at=self._diverged_at)
+                       physics=self.physics, diverged_at=self._diverged_at)
 
     # ------------------------------------------------------------------ persistence
     def _checkpoint_path(self) -> Path | None:

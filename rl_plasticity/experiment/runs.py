@@ -52,11 +52,12 @@ class Run:
 
 @dataclass(frozen=True)
 class Segment:
-    """A stretch of constant friction: steps in ``[start, end)``."""
+    """A stretch of constant physics: steps in ``[start, end)`` under ``value`` of the drifting
+    parameter (`drift_parameter`)."""
 
     start: int
     end: int
-    friction: float
+    value: float
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,15 @@ def drift_tag(run: Run) -> str | None:
     return next((tag for tag in sorted(run.scalars) if tag.startswith(tags.ENV_PREFIX)), None)
 
 
-def friction_segments(run: Run) -> list[Segment]:
+def drift_parameter(run: Run) -> str | None:
+    """The name of the run's drifting physics parameter (``friction``, ``gravity``, ...), or None."""
+    tag = drift_tag(run)
+    return tag[len(tags.ENV_PREFIX):] if tag else None
+
+
+def physics_segments(run: Run) -> list[Segment]:
     """Stretches of constant physics from the run's ``env/<parameter>`` series (``env/friction``
-    first); one segment if the run logged none. ``Segment.friction`` holds the parameter's value."""
+    first); one segment if the run logged none."""
     tag = drift_tag(run)
     steps, values = run.series(tag) if tag else (np.empty(0), np.empty(0))
     end = run.last_step + 1
@@ -198,7 +205,7 @@ class Visit:
 def complete_segments(run: Run) -> list[Segment]:
     """The run's segments without a last one cut short: a final segment under half the median length
     of the others is a run that ended (or is still running) mid-visit."""
-    segments = friction_segments(run)
+    segments = physics_segments(run)
     if len(segments) > 1:
         typical = float(np.median([s.end - s.start for s in segments[:-1]]))
         if segments[-1].end - segments[-1].start < 0.5 * typical:
@@ -212,9 +219,9 @@ def visits(run: Run, tail: float = 0.1) -> list[Visit]:
     counts: list[int] = []
     result = []
     for segment in complete_segments(run):
-        index = next((i for i, v in enumerate(seen) if math.isclose(v, segment.friction, rel_tol=1e-6)), None)
+        index = next((i for i, v in enumerate(seen) if math.isclose(v, segment.value, rel_tol=1e-6)), None)
         if index is None:
-            seen.append(segment.friction)
+            seen.append(segment.value)
             counts.append(0)
             index = len(seen) - 1
         end_return = mean_return_between(run, segment.end - tail * (segment.end - segment.start), segment.end)
@@ -265,9 +272,9 @@ def wall_seconds(run: Run) -> float:
 
 
 def segment_end_returns(run: Run, tail: float = 0.1) -> list[float]:
-    """Mean return over the last ``tail`` of every friction segment, in segment order."""
+    """Mean return over the last ``tail`` of every physics segment, in segment order."""
     return [
-        mean_return_between(run, s.end - tail * (s.end - s.start), s.end) for s in friction_segments(run)
+        mean_return_between(run, s.end - tail * (s.end - s.start), s.end) for s in physics_segments(run)
     ]
 
 
