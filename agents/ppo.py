@@ -137,11 +137,7 @@ class PPO:
 
     def _attach_cbp(self, mlp: torch.nn.Module, cbp: CBPSettings, seed_offset: int) -> ContinualBackprop:
         return ContinualBackprop(
-            linear_layers(mlp), self.optimizer, replacement_rate=cbp.replacement_rate,
-            maturity_threshold=cbp.maturity_threshold, decay_rate=cbp.decay_rate, utility=cbp.utility,
-            init=cbp.init, bias_correction=cbp.bias_correction,
-            reset_optimizer_state=cbp.reset_optimizer_state, accumulate=cbp.accumulate,
-            floor_when_above_one=cbp.floor_when_above_one, nonlinearity=self.settings.activation,
+            linear_layers(mlp), self.optimizer, **cbp.options(), nonlinearity=self.settings.activation,
             generator=torch.Generator().manual_seed(self.seed * 1000 + seed_offset),
         )
 

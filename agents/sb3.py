@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from rl_plasticity import ContinualBackprop, PlasticityProbe, tags
+from rl_plasticity.cbp_options import OPTION_NAMES
 
 try:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -51,9 +52,6 @@ NETWORKS = tags.NETWORKS
 SIDECAR_SUFFIX = ".cbp.pt"
 _SIDECAR_FORMAT = 1
 #: ContinualBackprop arguments stored next to a saved model and used again when it is loaded.
-_SAVED_HYPERPARAMETERS = ("replacement_rate", "maturity_threshold", "decay_rate", "utility", "init",
-                          "bias_correction", "reset_optimizer_state", "accumulate", "floor_when_above_one",
-                          "nonlinearity")
 _SUPPORTED = ("attach_cbp supports SB3's ActorCriticPolicy (PPO/A2C 'MlpPolicy') with separate policy and "
               "value MLPs of at least one hidden layer each, e.g. net_arch=[64, 64] or "
               "net_arch=dict(pi=[256, 256], vf=[256, 256]) (SB3 >= 1.8), and a features extractor without "
@@ -190,7 +188,7 @@ def cbp_sidecar_path(path: str | os.PathLike[str]) -> Path:
 
 
 def _hyperparameters(cbp: ContinualBackprop) -> dict[str, Any]:
-    values = {name: getattr(cbp, name) for name in _SAVED_HYPERPARAMETERS}
+    values = {name: getattr(cbp.options, name) for name in OPTION_NAMES}
     if callable(values["init"]):  # a function cannot be stored safely; load_with_cbp asks for it again
         values["init"] = None
     return values

@@ -8,8 +8,11 @@ values each preset sets explicitly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from rl_plasticity.cbp_options import INITS as CBP_INITS
+from rl_plasticity.cbp_options import UTILITIES as CBP_UTILITIES
 
 
 def setting(
@@ -39,8 +42,6 @@ def setting(
 ACTIVATIONS = ("relu", "tanh")
 NETWORK_INITS = ("lecun", "orthogonal", "pytorch_default")
 ADVANTAGE_NORMALIZATION = ("batch", "minibatch", "off")
-CBP_UTILITIES = ("contribution", "adaptable_contribution", "random")
-CBP_INITS = ("lecun", "kaiming", "xavier", "pytorch_default")
 
 
 @dataclass
@@ -96,7 +97,11 @@ class OptimizerSettings:
 
 @dataclass
 class CBPSettings:
-    """Continual backprop on both networks (one ContinualBackprop each), stepped after every update."""
+    """Continual backprop on both networks (one ContinualBackprop each), stepped after every update.
+
+    Besides ``enabled``, the fields are `rl_plasticity.cbp_options.CBPOptions`' (names, defaults and valid
+    values, which a test keeps equal) but ``nonlinearity``, which the PPO takes from ``ppo.activation``.
+    """
 
     enabled: bool = setting(False, "attach CBP to the policy-mean and the value network; with "
                             "replacement_rate 0 it only tracks utilities (for the histograms)")
@@ -114,6 +119,10 @@ class CBPSettings:
     floor_when_above_one: bool = setting(False, "round as the reference RL code: Bernoulli only while the "
                                          "expected number of replacements is below 1, floor from 1 on "
                                          "(false keeps the expected number)")
+
+    def options(self) -> dict[str, Any]:
+        """These settings as `ContinualBackprop` keywords (all but ``enabled``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "enabled"}
 
 
 #: Values each preset sets; the config's own sections are applied on top.

@@ -16,6 +16,7 @@ manual ``step()``) then runs one generate-and-test step (Dohare et al., Nature 2
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections import deque
@@ -25,10 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-InitFn = Callable[[Tensor, int], Tensor | None]
+from rl_plasticity.cbp_options import INITS, OPTION_NAMES, UTILITIES, CBPOptions, InitFn
+from rl_plasticity.cbp_utilities import UTILITY_RULES
+from rl_plasticity.cbp_utilities import debias as _debias
 
-UTILITIES = ("contribution", "adaptable_contribution", "random")
-INITS = ("lecun", "kaiming", "xavier", "pytorch_default")
+__all__ = ["INITS", "UTILITIES", "CBPOptions", "ContinualBackprop", "InitFn"]
+
 MAX_PENDING_BATCHES = 64
 
 
@@ -53,6 +56,10 @@ class ContinualBackprop:
             outputs of every layer but the last; the last is the head that consumes the last hidden layer.
         optimizer: if given, ``step()`` runs after every ``optimizer.step()`` through a post-step hook, and
             ``reset_optimizer_state`` acts on its state.
+
+    The options below are keywords, the fields of `CBPOptions` (kept, validated, in ``cbp.options``;
+    ``cbp.replacement_rate = x`` and the like read and change them):
+
         replacement_rate: expected fraction of eligible units replaced per step, in [0, 1].
         maturity_threshold: a unit is eligible once its age (in steps) exceeds this.
         decay_rate: decay of the running utility and mean activation, in [0, 1).
@@ -86,33 +93,17 @@ class ContinualBackprop:
         layers: Sequence[nn.Linear],
         optimizer: torch.optim.Optimizer | None = None,
         *,
-        replacement_rate: float = 1e-4,
-        maturity_threshold: int = 10_000,
-        decay_rate: float = 0.99,
-        utility: str = "contribution",
-        init: str | InitFn = "lecun",
-        bias_correction: bool = True,
-        reset_optimizer_state: bool = False,
-        accumulate: bool = False,
-        floor_when_above_one: bool = False,
-        nonlinearity: str = "relu",
         generator: torch.Generator | None = None,
+        **options: Any,
     ) -> None:
         self.layers: list[nn.Linear] = list(layers)
-        _validate(self.layers, optimizer, replacement_rate, maturity_threshold, decay_rate, utility, init,
-                  bias_correction, reset_optimizer_state)
+        unknown = sorted(set(options) - set(OPTION_NAMES))
+        if unknown:
+            raise TypeError(f"ContinualBackprop got unknown option(s) {', '.join(unknown)}; the options are "
+                            f"{', '.join(OPTION_NAMES)}")
+        self.options = CBPOptions(**options)
+        _validate(self.layers, optimizer, self.options)
         self.optimizer = optimizer
-        self.replacement_rate = float(replacement_rate)
-        self.maturity_threshold = int(maturity_threshold)
-        self.decay_rate = float(decay_rate)
-        self.utility = utility
-        self.init = init
-        self.bias_correction = bias_correction
-        self.reset_optimizer_state = reset_optimizer_state
-        self.accumulate = accumulate
-        self.floor_when_above_one = floor_when_above_one
-        nn.init.calculate_gain(nonlinearity)  # raises ValueError on an unknown name
-        self.nonlinearity = nonlinearity
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         self.generator = generator
@@ -146,6 +137,19 @@ class ContinualBackprop:
         self._moments_reset_at: dict[nn.Parameter, Tensor] = {}
         if optimizer is not None:
             self._handles.append(optimizer.register_step_post_hook(lambda *_: self._after_optimizer_step()))
+
+    # The options live in one place, ``self.options``; ``cbp.replacement_rate`` and the like read it, and
+    # assigning one replaces the options with a validated copy.
+    def __getattr__(self, name: str) -> Any:
+        options = self.__dict__.get("options")
+        if options is not None and name in OPTION_NAMES:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in OPTION_NAMES:
+            value, name = dataclasses.replace(self.options, **{name: value}), "options"
+        object.__setattr__(self, name, value)
 
     def _after_optimizer_step(self) -> None:
         if self._moments_reset_at:
@@ -222,29 +226,24 @@ class ContinualBackprop:
     def _update_statistics(self) -> None:
         # This runs after every optimizer step on small tensors, where allocation and dispatch cost more
         # than arithmetic: results go into per-layer scratch buffers (out=) instead of new tensors.
-        if self.utility == "random" and not self.bias_correction:
+        options, rule = self.options, UTILITY_RULES[self.options.utility]
+        if not rule.scores_units and not options.bias_correction:
             return
-        keep = 1.0 - self.decay_rate
-        centred = self.utility == "adaptable_contribution"
+        keep = 1.0 - options.decay_rate
         for k in range(self.num_hidden_layers):
             features = self._batch_features(k)
             outgoing = self.layers[k + 1].weight
             abs_features, feature_magnitude, abs_outgoing, outgoing_magnitude = self._scratch_for(k, features)
-            if self.bias_correction or centred:
+            if options.bias_correction or rule.reads_mean_activation:
                 self._mean_activation[k].lerp_(torch.mean(features, 0, out=feature_magnitude), keep)
-            if self.utility == "random":
+            if not rule.scores_units:
                 continue
-            if centred:  # as gnt.py: the activation's distance from its bias-corrected running mean
-                mean = self._mean_activation[k] / _debias(self.decay_rate, self._age(k))
-                torch.sub(features, mean, out=abs_features)
-                torch.sum(abs_features.abs_(), 0, out=feature_magnitude)
-            else:
-                torch.sum(torch.abs(features, out=abs_features), 0, out=feature_magnitude)
+            mean = self._mean_activation[k] / _debias(options.decay_rate, self._age(k)) \
+                if rule.reads_mean_activation else None
+            rule.feature_magnitude(features, self.layers[k], mean, abs_features, feature_magnitude)
             torch.sum(torch.abs(outgoing, out=abs_outgoing), 0, out=outgoing_magnitude)
-            if centred:
-                feature_magnitude /= self.layers[k].weight.abs().mean(1) + 1e-12
             # The running average of mean_batch |h_i| * mean_k |W_next[k, i]| (both 1/n folded in here).
-            self._utility[k].mul_(self.decay_rate).addcmul_(
+            self._utility[k].mul_(options.decay_rate).addcmul_(
                 feature_magnitude, outgoing_magnitude, value=keep / (len(features) * outgoing.shape[0]))
 
     def _scratch_for(self, k: int, features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -258,20 +257,20 @@ class ContinualBackprop:
         return scratch
 
     def _number_to_replace(self, k: int) -> int:
-        if self.replacement_rate == 0.0 or self.steps <= self.maturity_threshold:
+        if self.options.replacement_rate == 0.0 or self.steps <= self.options.maturity_threshold:
             return 0  # no unit can be older than the number of steps taken
         recent = self._recent_births[k]
-        while recent and recent[0] < self.steps - self.maturity_threshold:
+        while recent and recent[0] < self.steps - self.options.maturity_threshold:
             recent.popleft()
         eligible = self._birth[k].numel() - len(recent)
-        expected = self.replacement_rate * eligible
-        if self.accumulate:
+        expected = self.options.replacement_rate * eligible
+        if self.options.accumulate:
             self._carry[k] += expected
             count = math.floor(self._carry[k] + 1e-12)
             self._carry[k] -= count
             return min(count, eligible)
         count = math.floor(expected)
-        if self.floor_when_above_one and expected >= 1:
+        if self.options.floor_when_above_one and expected >= 1:
             return min(count, eligible)
         if self._uniform() < expected - count:
             count += 1
@@ -284,25 +283,23 @@ class ContinualBackprop:
         return self._uniform_pool.pop()
 
     def _ranked_utility(self, k: int, age: Tensor) -> Tensor:
-        if self.utility == "random":
-            return torch.rand(age.shape, generator=self.generator).to(age.device)
-        # Bias correction of the running average: young units are not penalised for a short history.
-        return self._utility[k] / _debias(self.decay_rate, age)
+        rule = UTILITY_RULES[self.options.utility]
+        return rule.score(self._utility[k], age, self.options.decay_rate, self.generator)
 
     def _replace_in_layer(self, k: int, count: int) -> None:
         age = self._age(k)
-        score = self._ranked_utility(k, age).masked_fill(age <= self.maturity_threshold, math.inf)
+        score = self._ranked_utility(k, age).masked_fill(age <= self.options.maturity_threshold, math.inf)
         units = torch.topk(score, count, largest=False).indices
         incoming, outgoing = self.layers[k], self.layers[k + 1]
 
-        if self.bias_correction:
-            mean = self._mean_activation[k][units] / _debias(self.decay_rate, age[units])
+        if self.options.bias_correction:
+            mean = self._mean_activation[k][units] / _debias(self.options.decay_rate, age[units])
             outgoing.bias.add_(outgoing.weight[:, units] @ mean)
         incoming.weight[units] = self._draw_rows(count, incoming).to(incoming.weight)
         if incoming.bias is not None:
             incoming.bias[units] = 0.0
         outgoing.weight[:, units] = 0.0
-        if self.reset_optimizer_state:
+        if self.options.reset_optimizer_state:
             self._zero_optimizer_moments(incoming, outgoing, units)
 
         self._utility[k][units] = 0.0
@@ -314,10 +311,11 @@ class ContinualBackprop:
 
     def _draw_rows(self, count: int, layer: nn.Linear) -> Tensor:
         rows = torch.empty(count, layer.in_features)
-        if callable(self.init):
-            drawn = self.init(rows, layer.in_features)
+        if callable(self.options.init):
+            drawn = self.options.init(rows, layer.in_features)
             return rows if drawn is None else drawn
-        bound = _init_bound(self.init, layer.in_features, layer.out_features, self.nonlinearity)
+        options = self.options
+        bound = _init_bound(options.init, layer.in_features, layer.out_features, options.nonlinearity)
         return rows.uniform_(-bound, bound, generator=self.generator)
 
     def _zero_optimizer_moments(self, incoming: nn.Linear, outgoing: nn.Linear, units: Tensor) -> None:
@@ -362,7 +360,8 @@ class ContinualBackprop:
     # ------------------------------------------------------------------ inspection and persistence
     def utilities(self) -> list[Tensor]:
         """Bias-corrected running utility of every hidden unit, one tensor per hidden layer."""
-        return [self._utility[k] / _debias(self.decay_rate, self._age(k)) for k in range(len(self._utility))]
+        return [self._utility[k] / _debias(self.options.decay_rate, self._age(k))
+                for k in range(len(self._utility))]
 
     def ages(self) -> list[Tensor]:
         """Age in steps of every hidden unit, one tensor per hidden layer."""
@@ -411,7 +410,7 @@ class ContinualBackprop:
         self._moments_reset_at = {p: r.clone() for p, r in zip(self._parameters(), saved_resets, strict=True)
                                   if r is not None}
         for k in range(self.num_hidden_layers):
-            young = self._birth[k][self._birth[k] >= self.steps - self.maturity_threshold]
+            young = self._birth[k][self._birth[k] >= self.steps - self.options.maturity_threshold]
             self._recent_births[k] = deque(sorted(int(b) for b in young if b > 0 or self.steps == 0))
         self.discard_features()
 
@@ -425,9 +424,9 @@ class ContinualBackprop:
     def __repr__(self) -> str:
         sizes = [int(b.numel()) for b in self._birth]
         return (
-            f"ContinualBackprop(hidden_sizes={sizes}, replacement_rate={self.replacement_rate}, "
-            f"maturity_threshold={self.maturity_threshold}, decay_rate={self.decay_rate}, "
-            f"utility={self.utility!r}, replaced_total={self.replaced_total})"
+            f"ContinualBackprop(hidden_sizes={sizes}, replacement_rate={self.options.replacement_rate}, "
+            f"maturity_threshold={self.options.maturity_threshold}, decay_rate={self.options.decay_rate}, "
+            f"utility={self.options.utility!r}, replaced_total={self.replaced_total})"
         )
 
 
@@ -437,22 +436,8 @@ def _adam_like(optimizer: torch.optim.Optimizer) -> bool:
         group.get("amsgrad") or group.get("maximize") for group in optimizer.param_groups)
 
 
-def _debias(decay_rate: float, age: Tensor) -> Tensor:
-    """``1 - decay**age``, the weight a running average of that age has accumulated (age 0 counts as 1)."""
-    return 1.0 - (decay_rate ** age.clamp(min=1).double()).float()
-
-
-def _validate(
-    layers: list[nn.Linear],
-    optimizer: torch.optim.Optimizer | None,
-    replacement_rate: float,
-    maturity_threshold: int,
-    decay_rate: float,
-    utility: str,
-    init: str | InitFn,
-    bias_correction: bool,
-    reset_optimizer_state: bool,
-) -> None:
+def _validate(layers: list[nn.Linear], optimizer: torch.optim.Optimizer | None, options: CBPOptions) -> None:
+    """What the options need of the network and optimizer (`CBPOptions` checks their values)."""
     if len(layers) < 2:
         raise ValueError(
             f"layers: need at least 2 nn.Linear layers (a hidden layer and the layer that consumes it), "
@@ -468,21 +453,10 @@ def _validate(
                 f"layers[{i + 1}].in_features={b.in_features}; pass the consecutive Linear layers of ONE "
                 f"MLP, input to output"
             )
-    if not 0.0 <= replacement_rate <= 1.0:
-        raise ValueError(f"replacement_rate must be in [0, 1], got {replacement_rate}")
-    if isinstance(maturity_threshold, bool) or int(maturity_threshold) != maturity_threshold \
-            or maturity_threshold < 0:
-        raise ValueError(f"maturity_threshold must be a non-negative integer, got {maturity_threshold!r}")
-    if not 0.0 <= decay_rate < 1.0:
-        raise ValueError(f"decay_rate must be in [0, 1), got {decay_rate}")
-    if utility not in UTILITIES:
-        raise ValueError(f"utility must be one of {', '.join(UTILITIES)}; got {utility!r}")
-    if not callable(init) and init not in INITS:
-        raise ValueError(f"init must be one of {', '.join(INITS)} or a callable(rows, fan_in); got {init!r}")
-    if bias_correction and any(layer.bias is None for layer in layers[1:]):
+    if options.bias_correction and any(layer.bias is None for layer in layers[1:]):
         raise ValueError(
             "bias_correction=True needs a bias on every layer after the first (it compensates the "
             "next layer's bias); give those layers a bias or pass bias_correction=False"
         )
-    if reset_optimizer_state and optimizer is None:
+    if options.reset_optimizer_state and optimizer is None:
         raise ValueError("reset_optimizer_state=True needs the optimizer: pass optimizer=...")

@@ -124,3 +124,36 @@ def test_moment_reset_ages_survive_a_state_dict_round_trip() -> None:
     other.load_state_dict(state)
     saved = [r for r in state["moments_reset_at"] if r is not None]
     assert all(torch.equal(a, b) for a, b in zip(saved, other._moments_reset_at.values(), strict=True))
+
+
+# ---------------------------------------------------------------- one definition of the options
+def test_the_config_section_and_the_cbp_options_do_not_drift_apart() -> None:
+    """`CBPOptions` is the one definition; the PPO's config section `CBPSettings` must name the same
+    options, with the same defaults and allowed values (``nonlinearity`` comes from ``ppo.activation``)."""
+    import dataclasses
+
+    from agents.settings import CBPSettings
+    from rl_plasticity.cbp_options import INITS, OPTION_NAMES, UTILITIES, CBPOptions
+
+    options = {f.name: f for f in dataclasses.fields(CBPOptions)}
+    settings = {f.name: f for f in dataclasses.fields(CBPSettings)}
+    assert set(settings) - {"enabled"} == set(options) - {"nonlinearity"}
+    for name in set(settings) - {"enabled"}:
+        assert settings[name].default == options[name].default, name
+    assert settings["utility"].metadata["choices"] == UTILITIES
+    assert settings["init"].metadata["choices"] == INITS
+    assert set(CBPSettings().options()) | {"nonlinearity"} == set(OPTION_NAMES)
+
+
+def test_options_are_validated_kept_in_one_place_and_unknown_ones_refused() -> None:
+    from rl_plasticity.cbp_options import CBPOptions
+
+    cbp = ContinualBackprop.from_sequential(mlp(), replacement_rate=0.5, utility="random")
+    assert cbp.options == CBPOptions(replacement_rate=0.5, utility="random")
+    cbp.maturity_threshold = 7
+    assert cbp.options.maturity_threshold == 7 == cbp.maturity_threshold
+    with pytest.raises(ValueError, match="replacement_rate must be in"):
+        cbp.replacement_rate = 2.0
+    assert cbp.replacement_rate == 0.5  # a refused value leaves the options as they were
+    with pytest.raises(TypeError, match="unknown option.*replacment_rate"):
+        ContinualBackprop.from_sequential(mlp(), replacment_rate=0.1)
