@@ -5,10 +5,11 @@ two is the experiment layer's job (``rl_plasticity.experiment``).
 """
 
 from agents.advantage import compute_gae
-from agents.networks import GaussianPolicy, ValueFunction, build_mlp, initialize, linear_layers
+from agents.networks import GaussianPolicy, ValueFunction, build_mlp, initialize
 from agents.normalization import ObservationNormalizer, RewardScaler, RunningMeanStd
 from agents.ppo import PPO, Episode, Rollout
 from agents.settings import PRESETS, CBPSettings, OptimizerSettings, PPOSettings
+from rl_plasticity.hooks import linear_layers  # re-exported: agents' users found it here
 
 __all__ = [
     "PPO",

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rl_plasticity.hooks import linear_layers
+
 _ACTIVATIONS = {"relu": (nn.ReLU, torch.relu), "tanh": (nn.Tanh, torch.tanh)}
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -24,11 +26,6 @@ def build_mlp(in_features: int, hidden_sizes: Sequence[int], out_features: int,
         width = hidden
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
-
-
-def linear_layers(module: nn.Module) -> list[nn.Linear]:
-    """The ``nn.Linear`` layers of an MLP, input to output."""
-    return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
 @torch.no_grad()

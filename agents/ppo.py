@@ -23,10 +23,11 @@ from torch import Tensor
 
 from agents.advantage import compute_gae
 from agents.network_threads import NetworkThreads
-from agents.networks import FastForward, GaussianPolicy, ValueFunction, linear_layers
+from agents.networks import FastForward, GaussianPolicy, ValueFunction
 from agents.normalization import ObservationNormalizer, RewardScaler
 from agents.settings import CBPSettings, OptimizerSettings, PPOSettings
 from rl_plasticity import ContinualBackprop
+from rl_plasticity.hooks import linear_layers
 
 UPDATE_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
                 "policy_grad_norm", "value_grad_norm")

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from rl_plasticity import ContinualBackprop, PlasticityProbe, tags
 from rl_plasticity.cbp_options import OPTION_NAMES
+from rl_plasticity.hooks import linear_layers
 
 try:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -85,8 +86,8 @@ def network_layers(policy: nn.Module) -> tuple[list[nn.Linear], list[nn.Linear]]
     if not all(isinstance(head, nn.Linear) for head in heads):
         raise ValueError(f"{type(policy).__name__}'s action_net/value_net are not nn.Linear; {_SUPPORTED}")
     chains = {
-        "policy": [m for m in extractor.policy_net.modules() if isinstance(m, nn.Linear)] + [heads[0]],
-        "value": [m for m in extractor.value_net.modules() if isinstance(m, nn.Linear)] + [heads[1]],
+        "policy": linear_layers(extractor.policy_net) + [heads[0]],
+        "value": linear_layers(extractor.value_net) + [heads[1]],
     }
     for name, chain in chains.items():
         if len(chain) < 2:

@@ -20,7 +20,7 @@ import dataclasses
 import math
 import warnings
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from rl_plasticity.cbp_options import INITS, OPTION_NAMES, UTILITIES, CBPOptions, InitFn
 from rl_plasticity.cbp_utilities import UTILITY_RULES
 from rl_plasticity.cbp_utilities import debias as _debias
+from rl_plasticity.hooks import capture_inputs, linear_layers
 
 __all__ = ["INITS", "UTILITIES", "CBPOptions", "ContinualBackprop", "InitFn"]
 
@@ -129,10 +130,7 @@ class ContinualBackprop:
         self._warned_no_features = False
         self._scratch: list[tuple[Tensor, Tensor, Tensor, Tensor] | None] = [None for _ in widths]
 
-        self._handles = [
-            layer.register_forward_pre_hook(self._make_capture_hook(k))
-            for k, layer in enumerate(self.layers[1:])
-        ]
+        self._handles = capture_inputs(self.layers[1:], self._capture)
         # Optimizer step count at which each entry's moments were last zeroed (-1: never), per parameter.
         self._moments_reset_at: dict[nn.Parameter, Tensor] = {}
         if optimizer is not None:
@@ -161,8 +159,7 @@ class ContinualBackprop:
         cls, module: nn.Module, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any
     ) -> ContinualBackprop:
         """Attach to every ``nn.Linear`` inside ``module``, in registration order."""
-        layers = [m for m in module.modules() if isinstance(m, nn.Linear)]
-        return cls(layers, optimizer, **kwargs)
+        return cls(linear_layers(module), optimizer, **kwargs)
 
     @property
     def num_hidden_layers(self) -> int:
@@ -171,17 +168,10 @@ class ContinualBackprop:
     def _age(self, k: int) -> Tensor:
         return self.steps - self._birth[k]
 
-    def _make_capture_hook(self, hidden_index: int) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
-        store = self._features[hidden_index]
-        consumer = self.layers[hidden_index + 1]
-
-        def capture(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
-            # Only forwards that train count: rollout inference under no_grad must not move utilities.
-            # A deepcopy of the network (a target network, say) carries this hook along: ignore it.
-            if module is consumer and torch.is_grad_enabled():
-                store.append(inputs[0].detach())
-
-        return capture
+    def _capture(self, hidden_index: int, features: Tensor) -> None:
+        # Only forwards that train count: rollout inference under no_grad must not move utilities.
+        if torch.is_grad_enabled():
+            self._features[hidden_index].append(features)
 
     # ------------------------------------------------------------------ generate-and-test
     def step(self) -> None:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from rl_plasticity.hooks import capture_inputs
+
 
 def dormant_fraction(features: Tensor, tau: float = 0.025) -> float:
     """ReDo's tau-dormant fraction: unit i is dormant if ``mean|h_i| / mean_j mean|h_j| <= tau``."""
@@ -104,10 +106,7 @@ class PlasticityProbe:
                 features.append(h)
             return features
         captured: list[Tensor] = []
-        handles = [
-            layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
-            for layer in self.layers[1:]
-        ]
+        handles = capture_inputs(self.layers[1:], lambda _k, features: captured.append(features))
         try:
             self.model(inputs)
         finally:

@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from agents import PPO, Rollout, linear_layers
+from agents import PPO, Rollout
 from rl_plasticity import ContinualBackprop, PlasticityProbe, tags
 from rl_plasticity.experiment.config import Config, flat_items
 from rl_plasticity.experiment.environment import physics_values
+from rl_plasticity.hooks import linear_layers
 
 
 class _EventWriter:
