@@ -11,23 +11,23 @@ the same bit for bit either way, so :class:`NetworkThreads` can also decide by t
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from rl_plasticity.faster import FasterChoice
+
 
 class NetworkThreads:
     """Runs the value network's share of each minibatch step on a worker thread, or everything here.
 
     Args:
-        parallel: ``True`` always uses the worker thread, ``False`` never; ``None`` runs ``BLOCKS``
-            blocks of ``BLOCK`` minibatches each way, alternately, threads first (blocks, because
-            switching at every minibatch costs the worker its warm caches and so misjudges it), ignores
-            the first block of each way as warm-up, keeps threads only if their median block is at least
-            5% faster, and measures again every ``REPROBE_EVERY`` minibatches, as the load of a shared
+        parallel: ``True`` always uses the worker thread, ``False`` never; ``None`` lets a
+            `rl_plasticity.faster.FasterChoice` decide from the timings of whole minibatch steps:
+            ``BLOCKS`` blocks of ``BLOCK`` minibatches each way, threads first, threads kept only if at
+            least 5% faster, measured again every ``REPROBE_EVERY`` minibatches, as the load of a shared
             machine changes.
     """
 
@@ -35,34 +35,28 @@ class NetworkThreads:
 
     def __init__(self, parallel: bool | None) -> None:
         self.auto = parallel is None
-        #: the choice in force (``None`` until the first measurement ends)
-        self.parallel = parallel
+        self._fixed = bool(parallel)
+        self._choice = FasterChoice(preferred=False, block=self.BLOCK, blocks=self.BLOCKS,
+                                    gap=self.REPROBE_EVERY, margin=0.05) if self.auto else None
         self._worker = None if parallel is False else ThreadPoolExecutor(1, thread_name_prefix="ppo-value")
-        self._threaded_now = bool(parallel)
-        self._until_probe = 0
-        self._probed = 0  # minibatches into the current measurement
-        self._block_seconds: dict[bool, list[float]] = {False: [], True: []}
+        self._threaded_now = self._fixed
+
+    @property
+    def parallel(self) -> bool | None:
+        """The choice in force (``None`` until the first measurement ends)."""
+        return self._choice.chosen if self._choice is not None else self._fixed
 
     @contextmanager
     def minibatch(self) -> Iterator[None]:
         """Wrap one whole minibatch step, so that ``parallel=None`` times what the choice changes."""
-        if not self.auto or self._until_probe > 0:
-            if self.auto:
-                self._until_probe -= 1
-            self._threaded_now = bool(self.parallel)
+        if self._choice is None:
+            self._threaded_now = self._fixed
             yield
             return
-        self._threaded_now = (self._probed // self.BLOCK) % 2 == 0
+        self._threaded_now = self._choice.next_way()
         start = time.perf_counter()
         yield
-        seconds = time.perf_counter() - start
-        blocks = self._block_seconds[self._threaded_now]
-        if self._probed % self.BLOCK == 0:
-            blocks.append(0.0)
-        blocks[-1] += seconds
-        self._probed += 1
-        if self._probed == 2 * self.BLOCKS * self.BLOCK:
-            self._decide()
+        self._choice.record(time.perf_counter() - start)
 
     def run(self, value_work: Callable[[], Any], policy_work: Callable[[], Any]) -> tuple[Any, Any]:
         """``(value_work(), policy_work())``, the first on the worker thread when threads are in use."""
@@ -75,15 +69,9 @@ class NetworkThreads:
             value_result = pending.result()
         return value_result, policy_result
 
-    def _decide(self) -> None:
-        sequential, threaded = (statistics.median(self._block_seconds[mode][1:]) for mode in (False, True))
-        self.parallel = threaded < 0.95 * sequential
-        self._block_seconds = {False: [], True: []}
-        self._probed, self._until_probe = 0, self.REPROBE_EVERY
-
     def close(self) -> None:
         """Stop the worker thread; from then on everything runs on the calling thread."""
         if self._worker is not None:
             self._worker.shutdown(wait=True)
             self._worker = None
-        self.auto, self.parallel = False, False
+        self.auto, self._choice, self._fixed, self._threaded_now = False, None, False, False

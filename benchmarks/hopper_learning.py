@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from rl_plasticity.experiment.config import load_config
+from rl_plasticity.experiment.run_directory import run_name
 from rl_plasticity.experiment.runner import Trainer
 
 TARGET = 2000.0
@@ -24,7 +25,7 @@ TARGET = 2000.0
 def run(seed: int, total_steps: int, logdir: str | None) -> tuple[float, float]:
     config = load_config(None, ["preset=cleanrl", "env.id=Hopper-v5", f"run.seed={seed}",
                                 f"run.total_steps={total_steps}", f"run.checkpoint_every={total_steps}"])
-    run_dir = f"{logdir}/cleanrl_hopper/seed{seed}" if logdir else None
+    run_dir = f"{logdir}/{run_name('cleanrl_hopper', seed)}" if logdir else None
     trainer = Trainer(config, run_dir)
     tail_returns: list[float] = []
     next_report = total_steps // 10

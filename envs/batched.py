@@ -87,9 +87,11 @@ class BatchedMujocoEnv(gym.vector.VectorEnv):
         autoreset_mode: as for Gymnasium's vector envs (``NEXT_STEP`` by default, ``SAME_STEP`` with
             ``info["final_obs"]`` / ``info["final_info"]``, or ``DISABLED`` with ``reset_mask``).
         copy: return a copy of the observation buffer (``True``, as ``SyncVectorEnv``) or the buffer itself.
-        num_threads: threads stepping the physics. Default: up to ``min(num_envs, CPUs available)``,
-            measuring now and then whether stepping on one thread is faster (it is when other processes
-            keep the other cores busy); an explicit number is always used as given.
+        num_threads: threads stepping the physics. Default: up to ``min(num_envs, CPUs available)``.
+        thread_choice: decides, from timings, whether stepping on the calling thread alone is faster
+            (it is when other processes keep the other cores busy): an
+            ``rl_plasticity.faster.FasterChoice``, which the experiment layer passes. Without one, and
+            with an explicit ``num_threads``, all threads are always used.
         **env_kwargs: passed to ``gym.make`` for every copy (e.g. ``change_every``, ``schedule_seed``,
             ``max_episode_steps``, ``ctrl_cost_weight``).
 
@@ -108,6 +110,7 @@ class BatchedMujocoEnv(gym.vector.VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         copy: bool = True,
         num_threads: int | None = None,
+        thread_choice: Any | None = None,
         **env_kwargs: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
@@ -147,9 +150,8 @@ class BatchedMujocoEnv(gym.vector.VectorEnv):
         self._drift_key = self._drifts[0].parameter if self._drifts[0] is not None else None
 
         self._allocate_buffers()
-        # Without an explicit thread count the pool also decides, from timings, whether threads pay off.
         threads = min(num_envs, num_threads or available_cpus())
-        self._pool = SteppingPool(threads, adaptive=num_threads is None)
+        self._pool = SteppingPool(threads, choice=thread_choice if num_threads is None else None)
 
     def _allocate_buffers(self) -> None:
         count, task = self.num_envs, self._task

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 
 def available_cpus() -> int:
@@ -28,26 +29,18 @@ class SteppingPool:
     Threads take the next index from one shared iterator instead of fixed chunks, so a thread slowed
     down by another process on a shared machine simply does fewer copies that step.
 
-    With ``adaptive=True`` the pool also checks whether the threads pay off: on a machine whose other
-    cores are busy, waiting for a descheduled worker costs more than stepping everything on the calling
-    thread. Now and then it spends ``PROBE_RUNS`` runs on the option it is not using and keeps the faster
-    one (time per index, against the runs just before). While the choice holds, the gap between probes
-    doubles from ``MIN_GAP`` to ``MAX_GAP`` runs, so probing costs little but load changes are still
-    followed within seconds. Results never depend on the choice.
+    Given a ``choice`` (an ``rl_plasticity.faster.FasterChoice``, or anything with its ``next_way()``
+    and ``record(seconds, units)``), the pool also checks whether the threads pay off: on a machine
+    whose other cores are busy, waiting for a descheduled worker costs more than stepping everything on
+    the calling thread. Way ``True`` is all threads, way ``False`` the calling thread only, timed per
+    index. Without one it always uses all threads. Results never depend on the way.
     """
 
-    PROBE_RUNS, MIN_GAP, MAX_GAP = 10, 100, 3200
-
-    def __init__(self, num_threads: int, adaptive: bool = False) -> None:
+    def __init__(self, num_threads: int, choice: Any | None = None) -> None:
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
         self.num_threads = num_threads
-        self.adaptive = adaptive
-        # Option in use (True: all threads, False: calling thread only) and recent seconds per index.
-        self.threaded = True
-        self._seconds_per_index: dict[bool, list[float]] = {True: [], False: []}
-        self._gap = self._runs_to_probe = self.MIN_GAP
-        self._probe_runs_left = 0
+        self.choice = choice
         self._inboxes: list[queue.SimpleQueue] = []
         self._finished: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -60,39 +53,29 @@ class SteppingPool:
             self._inboxes.append(inbox)
             self._threads.append(thread)
 
+    @property
+    def threaded(self) -> bool:
+        """Whether the threads are the way in force."""
+        chosen = getattr(self.choice, "chosen", True)
+        return bool(self._threads) and (chosen is None or chosen)
+
     def run(self, work: Callable[[int], None], indices: Sequence[int]) -> None:
         """Call ``work`` on every index and return when all calls are done; re-raises the first error."""
         if not self._threads or not indices:
             for index in indices:
                 work(index)
             return
-        if not self.adaptive:
+        if self.choice is None:
             self._run_threaded(work, indices)
             return
-        if self._runs_to_probe == 0 and self._probe_runs_left == 0:
-            self._probe_runs_left = self.PROBE_RUNS
-        probing = self._probe_runs_left > 0
-        threaded = self.threaded != probing
+        threaded = self.choice.next_way()
         start = time.perf_counter()
         if threaded:
             self._run_threaded(work, indices)
         else:
             for index in indices:
                 work(index)
-        times = self._seconds_per_index[threaded]
-        times.append((time.perf_counter() - start) / len(indices))
-        del times[: -self.PROBE_RUNS]
-        if not probing:
-            self._runs_to_probe -= 1
-            return
-        self._probe_runs_left -= 1
-        if self._probe_runs_left == 0:
-            # The probe against the runs just before it, with 3% hysteresis against noise.
-            if sum(times) < 0.97 * sum(self._seconds_per_index[self.threaded]):
-                self.threaded, self._gap = threaded, self.MIN_GAP
-            else:
-                self._gap = min(2 * self._gap, self.MAX_GAP)
-            self._runs_to_probe = self._gap
+        self.choice.record(time.perf_counter() - start, len(indices))
 
     def _run_threaded(self, work: Callable[[int], None], indices: Sequence[int]) -> None:
         # Under the GIL one iterator's __next__ is atomic, so the threads never take the same index.

@@ -15,6 +15,7 @@ from gymnasium.vector import AutoresetMode
 import envs
 from envs import BatchedMujocoEnv
 from envs.thread_pool import SteppingPool
+from rl_plasticity.faster import FasterChoice
 
 # Short episodes and frequent friction changes so a few hundred steps cover resets and changes.
 SLIPPERY = {"change_every": 25, "schedule_seed": 3, "max_episode_steps": 40}
@@ -339,11 +340,34 @@ def test_pool_runs_every_index_once_on_several_threads_and_reraises_errors():
         SteppingPool(0)
 
 
-def test_adaptive_pool_switches_to_the_faster_option():
-    # Sleeping work runs in parallel on any machine, so the threaded option is clearly the faster one.
-    pool = SteppingPool(2, adaptive=True)
-    pool.threaded = False
-    for _ in range(SteppingPool.MIN_GAP + SteppingPool.PROBE_RUNS):
-        pool.run(lambda index: time.sleep(0.002), range(4))
-    assert pool.threaded
+def slow_on_a_worker(index: int) -> None:
+    # A worker whose core another process has taken: waiting for it costs more than doing it all here.
+    time.sleep(0.0005 if threading.current_thread() is threading.main_thread() else 0.004)
+
+
+@pytest.mark.parametrize(("work", "threaded"), [
+    (lambda index: time.sleep(0.002), True),  # releases the GIL, as mj_step does: threads pay
+    (slow_on_a_worker, False),
+])
+def test_a_pool_given_a_choice_keeps_the_faster_way(work: object, threaded: bool) -> None:
+    choice = FasterChoice(preferred=not threaded, block=3, blocks=3, gap=5)
+    pool = SteppingPool(2, choice=choice)
+    for _ in range(2 * 3 * 3):
+        pool.run(work, range(4))
+    assert choice.chosen is threaded and pool.threaded is threaded
     pool.close()
+    # Without a choice the pool always uses its threads.
+    one, two = SteppingPool(1), SteppingPool(2)
+    assert two.threaded and not one.threaded
+    one.close()
+    two.close()
+
+
+def test_the_experiment_layer_hands_the_batched_env_a_stepping_choice() -> None:
+    from rl_plasticity.experiment.config import load_config
+    from rl_plasticity.experiment.environment import make_vector_env
+
+    config = load_config(None, ["env.id=Hopper-v5", "env.num_envs=2", "env.backend=batched"])
+    vector_env = make_vector_env(config.env, seed=0)
+    assert isinstance(vector_env.unwrapped._pool.choice, FasterChoice)
+    vector_env.close()

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-CHECKPOINT_DIR = "checkpoints"
+from rl_plasticity.experiment.run_directory import RunDirectory
+
 FORMAT_VERSION = 2
 _MAGIC = b"RLPLASTICITY-CKPT\x02"
 _DIGEST_BYTES = hashlib.sha256().digest_size
@@ -33,7 +34,7 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step}.pt"
+    return RunDirectory(run_dir).checkpoint(step)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -115,7 +116,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of every checkpoint of a run, by step."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder = RunDirectory(run_dir).checkpoints
     found = []
     for path in folder.glob("step_*.pt") if folder.is_dir() else []:
         match = _NAME.match(path.name)
@@ -145,7 +146,7 @@ def latest_checkpoint(run_dir: str | Path, accept: Callable[[dict[str, Any]], st
         warnings.warn(f"{path} cannot be resumed from: {fault}; falling back to the previous checkpoint",
                       stacklevel=2)
     if problems:
-        raise CheckpointError(f"no readable checkpoint in {Path(run_dir) / CHECKPOINT_DIR}: "
+        raise CheckpointError(f"no readable checkpoint in {RunDirectory(run_dir).checkpoints}: "
                               f"{'; '.join(problems)}; start over with --fresh (the run is moved aside)")
     return None
 
@@ -166,7 +167,7 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
 def remove_partial_files(run_dir: str | Path) -> list[Path]:
     """Delete the ``.step_<N>.pt.partial`` files a crash during `save_checkpoint` leaves behind (never a
     whole checkpoint: those are only ever renamed into place complete)."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder = RunDirectory(run_dir).checkpoints
     removed = sorted(folder.glob(".step_*.pt.partial")) if folder.is_dir() else []
     for path in removed:
         path.unlink(missing_ok=True)

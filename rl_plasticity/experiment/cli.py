@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rl_plasticity.experiment.run_directory import RunDirectory, run_name
+
 TRAINING_FAILED = 1
 USER_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
@@ -52,8 +54,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.total_steps is not None:
         overrides.append(f"run.total_steps={args.total_steps}")
     config = load_config(args.config, overrides)
-    run_name = args.run_name or f"{Path(args.config).stem}/seed{config.run.seed}"
-    run_dir = Path(args.logdir) / run_name
+    run_dir = Path(args.logdir) / (args.run_name or run_name(Path(args.config).stem, config.run.seed))
     _check_run_dir(run_dir)
     if args.fresh and run_dir.exists():
         print(f"--fresh: moved the previous run to {move_aside(run_dir)}", file=sys.stderr)
@@ -61,7 +62,7 @@ def run_train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, run_dir)
     if trainer.config_changes:
         print(f"after the divergence, changed: {'; '.join(trainer.config_changes)} (recorded in "
-              f"{run_dir / 'config_changes.jsonl'})", file=sys.stderr)
+              f"{RunDirectory(run_dir).config_changes_file})", file=sys.stderr)
     if trainer.agent.global_step >= config.run.total_steps:
         trainer.close()
         print(f"{run_dir} already finished ({trainer.agent.global_step:,} of {config.run.total_steps:,} "
@@ -101,10 +102,7 @@ def _check_run_dir(run_dir: Path) -> None:
                         f"--logdir")
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return
-    markers = ("config.yaml", "checkpoints", "progress.json", "train.log")  # train.log: from `compare`
-    looks_like_run = any((run_dir / name).exists() for name in markers) or \
-        any(run_dir.glob("events.out.tfevents.*"))
-    if not looks_like_run:
+    if not RunDirectory(run_dir).holds_a_run():
         raise UserError(f"{str(run_dir)!r} exists and is not a run directory (no config.yaml, checkpoints, "
                         f"progress.json or TensorBoard events), so it is left alone; choose another "
                         f"--run-name or --logdir")

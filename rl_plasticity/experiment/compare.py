@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from rl_plasticity.experiment.progress import PROGRESS_FILE, read_progress
+from rl_plasticity.experiment.run_directory import RunDirectory, run_name, seed_folder
 
 if TYPE_CHECKING:
     from rl_plasticity.experiment.config import Config
@@ -44,13 +44,17 @@ class RunSpec:
     overrides: tuple[str, ...] = ()
 
     @property
+    def run(self) -> RunDirectory:
+        return RunDirectory.under(self.logdir, self.config_name, self.seed)
+
+    @property
     def run_dir(self) -> Path:
-        return self.logdir / self.config_name / f"seed{self.seed}"
+        return self.run.path
 
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "rl_plasticity", "train", str(self.config_path),
                    "--seed", str(self.seed), "--logdir", str(self.logdir / self.config_name),
-                   "--run-name", f"seed{self.seed}", "--quiet"]
+                   "--run-name", seed_folder(self.seed), "--quiet"]
         if self.total_steps is not None:
             command += ["--total-steps", str(self.total_steps)]
         for override in self.overrides:
@@ -73,7 +77,7 @@ class RunSpec:
         """The ``run.total_steps`` a finished run was trained to; None if it has not finished."""
         from rl_plasticity.experiment.resume import saved_run_config
 
-        progress = read_progress(self.run_dir)
+        progress = self.run.progress()
         if progress is None or progress.get("status") != "finished":
             return None
         saved = saved_run_config(self.run_dir) or {}
@@ -174,11 +178,11 @@ class _Active:
 def _format_status(specs: Sequence[RunSpec], active: dict[RunSpec, _Active], done: dict[RunSpec, str]) -> str:
     lines = []
     for spec in specs:
-        label = f"{spec.config_name}/seed{spec.seed}"
+        label = run_name(spec.config_name, spec.seed)
         if spec in done:
             lines.append(f"  {label:32s} {done[spec]}")
             continue
-        progress = read_progress(spec.run_dir) if spec in active else None
+        progress = spec.run.progress() if spec in active else None
         if progress is None:
             lines.append(f"  {label:32s} {'starting' if spec in active else 'waiting'}")
             continue
@@ -224,7 +228,7 @@ def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: flo
             while pending and len(active) < workers:
                 spec = pending.pop(0)
                 spec.run_dir.mkdir(parents=True, exist_ok=True)
-                log = (spec.run_dir / "train.log").open("a")
+                log = spec.run.train_log.open("a")
                 process = subprocess.Popen(spec.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
                                            start_new_session=True)
                 active[spec] = _Active(spec, process, log)
@@ -241,7 +245,7 @@ def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: flo
                 elif code != USER_ERROR_EXIT and attempts[spec] <= retries:
                     pending.insert(0, spec)  # `train` resumes it from its last checkpoint
                 else:
-                    done[spec] = f"FAILED (exit {code}): see {spec.run_dir / 'train.log'}"
+                    done[spec] = f"FAILED (exit {code}): see {spec.run.train_log}"
                     outcome["failed"].append(str(spec.run_dir))
             now = time.monotonic()
             if now - last_drawn >= refresh or not (pending or active):
@@ -283,5 +287,5 @@ def write_manifest(specs: Sequence[RunSpec], logdir: Path) -> None:
     (logdir / "compare.json").write_text(json.dumps(manifest, indent=2))
 
 
-__all__ = ["PROGRESS_FILE", "CompareError", "RunSpec", "check_existing_runs", "move_existing_runs_aside",
+__all__ = ["CompareError", "RunSpec", "check_existing_runs", "move_existing_runs_aside",
            "run_local", "run_matrix", "validate_configs", "write_manifest"]

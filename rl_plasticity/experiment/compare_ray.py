@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from rl_plasticity.experiment.compare import CompareError, RunSpec
-from rl_plasticity.experiment.progress import read_progress
 
 
 def _spec_to_dict(spec: RunSpec) -> dict[str, Any]:
@@ -41,13 +40,12 @@ def train_trial(config: dict[str, Any]) -> None:
     spec = _spec_from_dict(config["run"])
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with (spec.run_dir / "train.log").open("a") as log:
+    with spec.run.train_log.open("a") as log:
         code = subprocess.run(spec.command(), stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     if code != 0:
         # Raising makes Tune count a failure and retry the trial up to max_failures times.
-        log_path = spec.run_dir / "train.log"
-        raise RuntimeError(f"training {spec.run_dir} exited with code {code}; see {log_path}")
-    progress = read_progress(spec.run_dir) or {}
+        raise RuntimeError(f"training {spec.run_dir} exited with code {code}; see {spec.run.train_log}")
+    progress = spec.run.progress() or {}
     tune.report({"step": progress.get("step", 0), "episodic_return": progress.get("episodic_return"),
                  "run_dir": str(spec.run_dir)})
 

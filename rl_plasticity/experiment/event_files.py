@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rl_plasticity.experiment.run_directory import RunDirectory
+
 _HEADER = 12  # length (8) + its CRC (4)
 _FOOTER = 4
 
@@ -125,7 +127,7 @@ def read_run_scalars(run_dir: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndar
     wall_times, values)`` sorted by step; a later file's restart purges the earlier files' later points."""
     merged: dict[str, list[tuple[int, float, float]]] = {}
     reports = []
-    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+    for path in RunDirectory(run_dir).event_files():
         points, report = read_scalars(path)
         reports.append(report)
         for purge in report.restarts:

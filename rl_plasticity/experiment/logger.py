@@ -15,6 +15,7 @@ from agents import PPO, Rollout
 from rl_plasticity import ContinualBackprop, PlasticityProbe, tags
 from rl_plasticity.experiment.config import Config, flat_items
 from rl_plasticity.experiment.environment import physics_values
+from rl_plasticity.experiment.run_directory import RunDirectory
 from rl_plasticity.hooks import linear_layers
 
 
@@ -27,10 +28,10 @@ class _EventWriter:
     """
 
     def __init__(self, run_dir: Path, purge_step: int | None) -> None:
-        before = set(run_dir.glob("events.out.tfevents.*"))
+        before = set(RunDirectory(run_dir).event_files())
         _quiet_event_writer_threads()
         self._writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
-        created = sorted(set(run_dir.glob("events.out.tfevents.*")) - before)
+        created = sorted(set(RunDirectory(run_dir).event_files()) - before)
         self.path = created[-1] if created else run_dir
 
     def __getattr__(self, name: str) -> Any:

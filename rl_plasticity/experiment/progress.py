@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-PROGRESS_FILE = "progress.json"
+from rl_plasticity.experiment.run_directory import RunDirectory
+
 STATUSES = ("running", "finished", "stopped", "failed")
 
 
@@ -21,12 +22,11 @@ def write_progress(run_dir: str | Path, *, status: str, step: int, total_steps: 
     space must not be left saying "running"."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
-    run_dir = Path(run_dir)
     payload: dict[str, Any] = {"status": status, "step": int(step), "total_steps": int(total_steps),
                                "sps": sps, "episodic_return": episodic_return, "physics": physics or {},
                                "diverged_at": diverged_at}
-    text, path = json.dumps(payload), run_dir / PROGRESS_FILE
-    temporary = run_dir / f".{PROGRESS_FILE}.tmp"
+    text, path = json.dumps(payload), RunDirectory(run_dir).progress_file
+    temporary = path.with_name(f".{path.name}.tmp")
     try:
         temporary.write_text(text)
     except OSError as error:
@@ -51,8 +51,4 @@ def _rewrite_in_place(path: Path, text: str) -> bool:
 
 def read_progress(run_dir: str | Path) -> dict[str, Any] | None:
     """The run's last progress record, or None if it has none (not started, or not readable)."""
-    path = Path(run_dir) / PROGRESS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    return RunDirectory(run_dir).progress()

@@ -18,8 +18,7 @@ from rl_plasticity.experiment.config import (
     describe_yaml_error,
     read_yaml,
 )
-
-RUN_CONFIG_FILE = "config.yaml"
+from rl_plasticity.experiment.run_directory import RunDirectory
 
 #: Keys a resume may change: how long to run, how often to checkpoint, threads, logging and the env
 #: backend (both write the same state and give the same transitions). Everything else shapes the
@@ -42,7 +41,6 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 #: What a divergence message recommends; a resume after a divergence may change these (and records it).
 AFTER_DIVERGENCE_KEYS = ("optimizer.lr", "ppo.max_grad_norm")
-CONFIG_CHANGES_FILE = "config_changes.jsonl"
 
 
 def changed_keys(saved: dict[str, Any], config: Config, also_allowed: tuple[str, ...] = ()) -> list[str]:
@@ -64,7 +62,7 @@ def changed_keys(saved: dict[str, Any], config: Config, also_allowed: tuple[str,
 def saved_run_config(run_dir: str | Path) -> dict[str, Any] | None:
     """The resolved config a run directory was started with (its ``config.yaml``), or None if it has
     none; a file that cannot be read as a config is an error, not a fresh start."""
-    path = Path(run_dir) / RUN_CONFIG_FILE
+    path = RunDirectory(run_dir).config_file
     if not path.exists():
         return None
     try:
@@ -105,7 +103,7 @@ def record_config_changes(run_dir: str | Path, step: int, saved: dict[str, Any],
     changes = [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(after)
                if key.startswith(keys) and before.get(key) != after.get(key)]
     if changes:
-        with (Path(run_dir) / CONFIG_CHANGES_FILE).open("a") as handle:
+        with RunDirectory(run_dir).config_changes_file.open("a") as handle:
             handle.write(json.dumps({"step": step, "reason": reason, "changes": changes}) + "\n")
     return changes
 

@@ -1,8 +1,7 @@
 """The trainer: composes the config's vector env and PPO agent, logs to TensorBoard, writes checkpoints.
 
-Run directory layout (``run_dir``): TensorBoard events, ``config.yaml`` (the resolved config, loadable
-with ``rl-plasticity train``), ``checkpoints/step_<N>.pt`` (a `Trainer.state_dict`) and
-``progress.json`` (status for `rl-plasticity compare`).
+What it writes into a run directory is laid out in `experiment.run_directory`; a checkpoint holds a
+`Trainer.state_dict`.
 
 A `Trainer` built on a run directory that holds a checkpoint resumes it exactly: networks, optimizer,
 both CBP states, normalisers, every RNG, each env copy's physics, time limit and schedule position, and
@@ -52,6 +51,7 @@ from rl_plasticity.experiment.resume import (
     check_run_dir_config,
     record_config_changes,
 )
+from rl_plasticity.experiment.run_directory import RunDirectory
 
 RECENT_EPISODES = 20
 LOSSES_CHECKED = ("policy_loss", "value_loss", "entropy", "approx_kl")
@@ -144,11 +144,11 @@ class Trainer:
         self.logger: TrainingLogger | None = None
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(config_to_yaml(config))
+            RunDirectory(self.run_dir).config_file.write_text(config_to_yaml(config))
             # On resume (or a restart after an attempt that died before its first checkpoint),
             # TensorBoard drops the earlier attempt's points after the checkpoint's step (those at that
             # step were flushed before the checkpoint was written, and stay).
-            earlier = found is not None or any(self.run_dir.glob("events.out.tfevents.*"))
+            earlier = found is not None or bool(RunDirectory(self.run_dir).event_files())
             purge_step = self.agent.global_step + 1 if earlier else None
             self.logger = TrainingLogger(self.run_dir, self.agent, purge_step=purge_step)
             if found is None:

@@ -19,9 +19,9 @@ import numpy as np
 
 from rl_plasticity import tags
 from rl_plasticity.experiment.event_files import read_run_scalars
+from rl_plasticity.experiment.run_directory import EVENT_FILE_PATTERN, seed_of
 
 _MOVED_ASIDE = re.compile(r"\.old-\d{8}-\d{6}")
-_SEED_DIR = re.compile(r"^seed(\d+)$")
 # Two-sided 95% Student-t quantiles for 1..30 degrees of freedom; beyond that the normal 1.96 is close.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
@@ -82,7 +82,7 @@ def find_run_dirs(logdir: Path) -> list[Path]:
     logdir = Path(logdir)
     if not logdir.is_dir():
         raise RunsError(f"log directory {str(logdir)!r} does not exist; pass the --logdir you trained into")
-    found = {path.parent for path in logdir.rglob("events.out.tfevents.*")}
+    found = {path.parent for path in logdir.rglob(EVENT_FILE_PATTERN)}
     # Runs moved aside by `train --fresh` (<run>.old-<time>) are history, not part of the comparison.
     return sorted(path for path in found if not any(_MOVED_ASIDE.search(part) for part in path.parts))
 
@@ -96,10 +96,10 @@ def load_run(path: Path, logdir: Path, warn: Callable[[str], None] | None = None
     scalars = {tag: (steps, values) for tag, (steps, _, values) in scalars_with_walls.items()}
     walls = [w for _, w, _ in scalars_with_walls.values() if len(w)]
     wall = (float(min(w.min() for w in walls)), float(max(w.max() for w in walls))) if walls else None
-    match = _SEED_DIR.match(path.name)
-    if match and path != logdir:
+    seed = seed_of(path.name)
+    if seed is not None and path != logdir:
         config = str(path.parent.relative_to(logdir)) if path.parent != logdir else path.parent.name
-        return Run(config=config, seed=int(match.group(1)), path=path, scalars=scalars, wall_time=wall)
+        return Run(config=config, seed=seed, path=path, scalars=scalars, wall_time=wall)
     config = path.name if path != logdir else logdir.resolve().name
     return Run(config=config, seed=None, path=path, scalars=scalars, wall_time=wall)
 
