@@ -9,12 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import (
-    HISTOGRAMS,
-    SCALARS,
-    TENSORS,
-    EventAccumulator,
-)
+from conftest import read_events
 
 from rl_plasticity.experiment.checkpoint import list_checkpoints, load_checkpoint
 from rl_plasticity.experiment.cli import main
@@ -37,13 +32,6 @@ SCALAR_TAGS = [
 HISTOGRAM_TAGS = [f"cbp/{net}/layer{k}/utility" for net in ("policy", "value") for k in (0, 1)]
 
 
-def read_events(run_dir: Path) -> EventAccumulator:
-    (events,) = run_dir.glob("events.out.tfevents.*")
-    accumulator = EventAccumulator(str(events), size_guidance={SCALARS: 0, HISTOGRAMS: 0, TENSORS: 0})
-    accumulator.Reload()
-    return accumulator
-
-
 def test_train_writes_every_tag_the_config_and_checkpoints(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "slippery.yaml"
@@ -54,6 +42,7 @@ def test_train_writes_every_tag_the_config_and_checkpoints(tmp_path: Path,
     run_dir = tmp_path / "runs" / "slippery" / "seed3"
     assert "run directory" in capsys.readouterr().out
 
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
     events = read_events(run_dir)
     tags = events.Tags()
     missing = [tag for tag in SCALAR_TAGS if tag not in tags["scalars"]]

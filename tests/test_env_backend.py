@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import assert_same_state, make_trainer
 
 from rl_plasticity.experiment.checkpoint import latest_checkpoint
 from rl_plasticity.experiment.config import ConfigError, load_config
@@ -20,7 +20,7 @@ TINY = ["preset=cleanrl", "env.num_envs=2", "env.change_every=300", "ppo.hidden_
 
 
 def trainer(*overrides: str, run_dir: Path | None = None) -> Trainer:
-    return Trainer(load_config(None, [*TINY, *overrides]), run_dir)
+    return make_trainer(*TINY, *overrides, run_dir=run_dir)
 
 
 @pytest.mark.parametrize(("env_id", "backend", "expected"), [
@@ -42,8 +42,7 @@ def test_both_backends_train_to_identical_parameters() -> None:
             t.train(progress=False)
             finals.append([p.detach().clone() for p in (*t.agent.policy.parameters(),
                                                          *t.agent.value.parameters())])
-    for a, b in zip(*finals, strict=True):
-        assert torch.equal(a, b)
+    assert_same_state(*finals, where="parameters")
 
 
 def test_a_batched_checkpoint_resumes_on_gymnasium_exactly(tmp_path: Path) -> None:
@@ -56,8 +55,7 @@ def test_a_batched_checkpoint_resumes_on_gymnasium_exactly(tmp_path: Path) -> No
         assert t.agent.global_step == 512 and backend_name(t.envs) == "gymnasium-sync"
         t.train(progress=False)
     whole, split = (latest_checkpoint(tmp_path / name)[1]["agent"] for name in ("whole", "split"))
-    for key, value in whole["policy"].items():
-        assert torch.equal(value, split["policy"][key]), key
+    assert_same_state(whole["policy"], split["policy"], "policy")
 
 
 def test_async_needs_the_gymnasium_backend() -> None:

@@ -10,18 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_state, make_trainer
 from torch import nn
 
 from agents import RunningMeanStd, compute_gae
 from rl_plasticity.experiment.checkpoint import load_checkpoint, save_checkpoint
 from rl_plasticity.experiment.config import load_config
-from rl_plasticity.experiment.runner import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def make_trainer(*overrides: str, config: Path | None = None) -> Trainer:
-    return Trainer(load_config(config, list(overrides)))
 
 
 # ---------------------------------------------------------------------- GAE
@@ -231,21 +227,6 @@ def test_parallel_network_updates_are_bit_identical_to_sequential_ones(preset: s
     assert sum(threaded.cbp_value.replaced_total) > 0
     for name in ("policy", "value", "optimizer", "cbp_policy", "cbp_value"):
         assert_same_state(sequential.state_dict()[name], threaded.state_dict()[name], name)
-
-
-def assert_same_state(a: object, b: object, where: str) -> None:
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            assert_same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
-        for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_state(x, y, f"{where}[{index}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
 
 
 # ---------------------------------------------------------------------- persistence

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import assert_same_state, scalar_steps
 
 from agents import PPO
 from rl_plasticity.experiment.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
@@ -57,26 +57,12 @@ def final_state(run_dir: Path) -> dict:
 
 
 def assert_identical(a: dict, b: dict) -> None:
-    for network in ("policy", "value"):
-        for key, tensor in a["agent"][network].items():
-            assert torch.equal(tensor, b["agent"][network][key]), (network, key)
-    for index, moments in a["agent"]["optimizer"]["state"].items():
-        for name, value in moments.items():
-            assert torch.equal(value, b["agent"]["optimizer"]["state"][index][name]), (index, name)
-    for name in ("cbp_policy", "cbp_value"):
-        assert a["agent"][name]["replaced_total"] == b["agent"][name]["replaced_total"]
-        for x, y in zip(a["agent"][name]["utility"], b["agent"][name]["utility"], strict=True):
-            assert torch.equal(x, y)
+    for part in ("policy", "value", "optimizer", "cbp_policy", "cbp_value"):
+        assert_same_state(a["agent"][part], b["agent"][part], part)
     for x, y in zip(a["envs"]["copies"], b["envs"]["copies"], strict=True):
-        assert x["schedule"] == y["schedule"] and x["elapsed_steps"] == y["elapsed_steps"]
-        assert (x["physics"] == y["physics"]).all()
+        assert_same_state({key: x[key] for key in ("schedule", "elapsed_steps", "physics")},
+                          {key: y[key] for key in ("schedule", "elapsed_steps", "physics")}, "envs")
     assert a["episodes_seen"] == b["episodes_seen"] and a["recent_returns"] == b["recent_returns"]
-
-
-def scalar_steps(run_dir: Path, tag: str) -> list[int]:
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return [event.step for event in events.Scalars(tag)]
 
 
 @pytest.fixture(scope="module")
@@ -264,11 +250,8 @@ def test_a_checkpoint_written_by_an_earlier_version_resumes_bit_identically(tmp_
     state, expected = found[1], torch.load(FIXTURE / "expected_step_1024.pt", weights_only=False)
     agent = state["agent"]
     for network in ("policy", "value"):
-        for key, tensor in expected[network].items():
-            assert torch.equal(agent[network][key], tensor), (network, key)
-    for index, moments in expected["optimizer_state"].items():
-        for name, value in moments.items():
-            assert torch.equal(agent["optimizer"]["state"][index][name], value), (index, name)
+        assert_same_state(agent[network], expected[network], network)
+    assert_same_state(agent["optimizer"]["state"], expected["optimizer_state"], "optimizer")
     replaced = [agent[name]["replaced_total"] for name in ("cbp_policy", "cbp_value")]
     assert replaced == expected["replaced"]
     assert state["episodes_seen"] == expected["episodes_seen"]

@@ -16,12 +16,12 @@ from torch import nn
 
 pytest.importorskip("stable_baselines3")
 
+from conftest import scalar_values
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from agents.sb3 import (  # noqa: E402
     PlasticityCallback,
@@ -167,9 +167,7 @@ def test_callback_discards_features_of_an_update_stopped_early_on_target_kl() ->
 # ---------------------------------------------------------------------- the callback
 def scalars(log_dir: Path) -> dict[str, list[float]]:
     (run_dir,) = [p for p in log_dir.iterdir() if p.is_dir()]
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return scalar_values(run_dir)
 
 
 def test_callback_logs_plasticity_cbp_and_a_trainer_owned_friction(tmp_path: Path) -> None:

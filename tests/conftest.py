@@ -1,0 +1,58 @@
+"""What several test modules share: building a small trainer, comparing states bit for bit, and reading
+a run's TensorBoard events back. Test modules import these by name (``from conftest import ...``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tensorboard.backend.event_processing.event_accumulator import (
+    HISTOGRAMS,
+    SCALARS,
+    TENSORS,
+    EventAccumulator,
+)
+
+from rl_plasticity.experiment.config import load_config
+from rl_plasticity.experiment.runner import Trainer
+
+
+def make_trainer(*overrides: str, config: Path | None = None, run_dir: Path | None = None) -> Trainer:
+    """A `Trainer` for ``config`` (the defaults if None) with ``key=value`` overrides."""
+    return Trainer(load_config(config, list(overrides)), run_dir)
+
+
+def assert_same_state(a: object, b: object, where: str = "state") -> None:
+    """``a`` and ``b`` hold the same keys, lengths and values, tensors and arrays bit for bit; the
+    failure names the path to the first difference (``agent.optimizer.state.3.exp_avg``)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys differ"
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: lengths differ"
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{where}[{index}]")
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), where
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def read_events(run_dir: Path) -> EventAccumulator:
+    """Every scalar, histogram and tensor in a run directory's event files (a resumed run has several)."""
+    accumulator = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0, HISTOGRAMS: 0, TENSORS: 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def scalar_values(run_dir: Path) -> dict[str, list[float]]:
+    events = read_events(run_dir)
+    return {tag: [event.value for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def scalar_steps(run_dir: Path, tag: str) -> list[int]:
+    return [event.step for event in read_events(run_dir).Scalars(tag)]
