@@ -12,7 +12,6 @@ last observation arrives in ``info["final_obs"]`` while ``obs`` already starts t
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -25,6 +24,7 @@ from agents.advantage import compute_gae
 from agents.network_threads import NetworkThreads
 from agents.networks import FastForward, GaussianPolicy, ValueFunction
 from agents.normalization import ObservationNormalizer, RewardScaler
+from agents.rollout_buffer import RolloutBuffer
 from agents.settings import CBPSettings, OptimizerSettings, PPOSettings
 from rl_plasticity import ContinualBackprop
 from rl_plasticity.hooks import linear_layers
@@ -114,27 +114,13 @@ class PPO:
         self._action_low = np.asarray(space.low, dtype=np.float32)
         self._action_high = np.asarray(space.high, dtype=np.float32)
 
-        # Rollout storage, allocated once; numpy views share memory with the torch tensors.
-        steps, n = settings.rollout_steps, self.num_envs
-        self.obs = torch.zeros((steps, n, self.obs_dim))
-        self.actions = torch.zeros((steps, n, self.action_dim))
-        self._obs_np, self._actions_np = self.obs.numpy(), self.actions.numpy()
-        self.rewards = np.zeros((steps, n), dtype=np.float32)
-        self.terminated = np.zeros((steps, n), dtype=bool)
-        self.truncated = np.zeros((steps, n), dtype=bool)
-        self.logprobs = torch.zeros((steps, n))
-        self.values = torch.zeros((steps, n))
-        self.advantages = torch.zeros((steps, n))
-        self.returns = torch.zeros((steps, n))
-
+        self.buffer = RolloutBuffer.allocate(settings.rollout_steps, self.num_envs, self.obs_dim,
+                                             self.action_dim)
         self.global_step = 0
         self.updates_done = 0
         self._next_obs: np.ndarray | None = None
-        self._episode_return = np.zeros(n, dtype=np.float64)
-        self._episode_length = np.zeros(n, dtype=np.int64)
-        #: seconds spent per phase, cumulative: env stepping, per-step inference and bookkeeping,
-        #: post-rollout values and GAE, and updates (CBP included)
-        self.timings = {"env": 0.0, "inference": 0.0, "advantage": 0.0, "update": 0.0}
+        self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
+        self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
 
     def _attach_cbp(self, mlp: torch.nn.Module, cbp: CBPSettings, seed_offset: int) -> ContinualBackprop:
         return ContinualBackprop(
@@ -148,7 +134,6 @@ class PPO:
 
     def collect_rollout(self) -> Rollout:
         """Step the envs ``rollout_steps`` times, then compute values, log-probs, advantages and returns."""
-        started = time.perf_counter()
         if self._next_obs is None:
             # Offset by the step so that episodes restarted after a resume do not replay the first ones.
             first_obs, _ = self.envs.reset(seed=self.seed + self.global_step)
@@ -163,23 +148,21 @@ class PPO:
         policy_mean = self._policy_mean_fast
         policy_mean.refresh()
         pending_final: list[tuple[int, int, np.ndarray]] = []
-        obs, env_seconds, clock = self._next_obs, 0.0, time.perf_counter
+        buffer, obs = self.buffer, self._next_obs
         for t in range(s.rollout_steps):
-            self._obs_np[t] = obs
-            action = np.add(policy_mean(self._obs_np[t]), noise[t], out=self._actions_np[t])
+            buffer.obs_np[t] = obs
+            action = np.add(policy_mean(buffer.obs_np[t]), noise[t], out=buffer.actions_np[t])
             if s.clip_actions:
                 action = np.clip(action, self._action_low, self._action_high)
-            tick = clock()
             obs, reward, terminated, truncated, info = self.envs.step(action)
-            env_seconds += clock() - tick
 
-            self.terminated[t], self.truncated[t] = terminated, truncated
+            buffer.terminated[t], buffer.truncated[t] = terminated, truncated
             self._episode_return += reward
             self._episode_length += 1
             ended = terminated | truncated
             if self.reward_scaler is not None:
                 reward = self.reward_scaler(reward, ended)
-            self.rewards[t] = reward
+            buffer.rewards[t] = reward
             if ended.any():
                 self._finish_episodes(ended, t, rollout)
                 if bootstrap:
@@ -190,12 +173,7 @@ class PPO:
         self._next_obs = obs
         self.global_step += self.batch_size
         rollout.last_info = info
-        self.timings["env"] += env_seconds
-        self.timings["inference"] += time.perf_counter() - started - env_seconds
-
-        tick = time.perf_counter()
         self._compute_advantages(pending_final)
-        self.timings["advantage"] += time.perf_counter() - tick
         return rollout
 
     def _observe_final(self, final_obs: np.ndarray) -> np.ndarray:
@@ -213,11 +191,9 @@ class PPO:
 
     @torch.no_grad()
     def _compute_advantages(self, pending_final: list[tuple[int, int, np.ndarray]]) -> None:
-        s, steps, n = self.settings, self.settings.rollout_steps, self.num_envs
-        flat_obs = self.obs.view(-1, self.obs_dim)
-        self.values.copy_(self.value(flat_obs).view(steps, n))
-        flat_actions = self.actions.view(-1, self.action_dim)
-        self.logprobs.copy_(self.policy.log_prob(flat_obs, flat_actions).view(steps, n))
+        s, steps, n, buffer = self.settings, self.settings.rollout_steps, self.num_envs, self.buffer
+        buffer.values.copy_(self.value(buffer.flat_obs).view(steps, n))
+        buffer.logprobs.copy_(self.policy.log_prob(buffer.flat_obs, buffer.flat_actions).view(steps, n))
         last_values = self.value(_as_float_tensor(self._next_obs)).numpy()
         final_values = np.zeros((steps, n), dtype=np.float32)
         if pending_final:
@@ -225,11 +201,11 @@ class PPO:
             for (t, i, _), v in zip(pending_final, self.value(batch).tolist(), strict=True):
                 final_values[t, i] = v
         advantages, returns = compute_gae(
-            self.rewards, self.values.numpy(), self.terminated, self.truncated, final_values, last_values,
-            s.gamma, s.gae_lambda, s.bootstrap_truncation,
+            buffer.rewards, buffer.values.numpy(), buffer.terminated, buffer.truncated, final_values,
+            last_values, s.gamma, s.gae_lambda, s.bootstrap_truncation,
         )
-        self.advantages.copy_(torch.from_numpy(advantages))
-        self.returns.copy_(torch.from_numpy(returns))
+        buffer.advantages.copy_(torch.from_numpy(advantages))
+        buffer.returns.copy_(torch.from_numpy(returns))
 
     # ------------------------------------------------------------------ update
     @property
@@ -242,15 +218,13 @@ class PPO:
 
     def update(self) -> dict[str, float]:
         """``epochs`` passes of clipped-PPO minibatch steps over the last rollout; returns mean statistics."""
-        started = time.perf_counter()
-        s = self.settings
+        s, buffer = self.settings, self.buffer
         lr = self.learning_rate
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        obs = self.obs.view(-1, self.obs_dim)
-        actions = self.actions.view(-1, self.action_dim)
-        old_logprobs, old_values = self.logprobs.view(-1), self.values.view(-1)
-        returns, advantages = self.returns.view(-1), self.advantages.view(-1)
+        obs, actions = buffer.flat_obs, buffer.flat_actions
+        old_logprobs, old_values = buffer.logprobs.view(-1), buffer.values.view(-1)
+        returns, advantages = buffer.returns.view(-1), buffer.advantages.view(-1)
         if s.norm_adv == "batch":
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
@@ -269,13 +243,12 @@ class PPO:
                     )
         self.updates_done += 1
         stats = dict(zip(UPDATE_STATS, records.mean(0).tolist(), strict=True))
-        stats["explained_variance"] = _explained_variance(self.values.view(-1), self.returns.view(-1))
+        stats["explained_variance"] = _explained_variance(old_values, returns)
         stats["learning_rate"] = lr
         for name, params, previous in zip(("policy", "value"), (self._policy_params, self._value_params),
                                           before, strict=True):
             after = torch.cat([p.detach().reshape(-1) for p in params])
             stats[f"{name}_weight_change"] = float(torch.linalg.vector_norm(after - previous))
-        self.timings["update"] += time.perf_counter() - started
         return stats
 
     def _minibatch_step(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, old_values: Tensor,
@@ -335,7 +308,7 @@ class PPO:
     # ------------------------------------------------------------------ inspection and persistence
     def recent_observations(self, count: int) -> Tensor:
         """The last ``count`` observations of the latest rollout (as the networks saw them)."""
-        return self.obs.view(-1, self.obs_dim)[-count:]
+        return self.buffer.flat_obs[-count:]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training: networks, optimizer, CBP, normalisers, RNG, counters."""

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from rl_plasticity.experiment.config import load_config
+from rl_plasticity.experiment.profiler import Profiler
 from rl_plasticity.experiment.run_directory import run_name
 from rl_plasticity.experiment.runner import Trainer
 
@@ -27,12 +28,13 @@ def run(seed: int, total_steps: int, logdir: str | None) -> tuple[float, float]:
                                 f"run.total_steps={total_steps}", f"run.checkpoint_every={total_steps}"])
     run_dir = f"{logdir}/{run_name('cleanrl_hopper', seed)}" if logdir else None
     trainer = Trainer(config, run_dir)
+    profiler = Profiler(trainer)
     tail_returns: list[float] = []
     next_report = total_steps // 10
     try:
         while trainer.agent.global_step < total_steps:
             trainer.iterate()
-            tail_returns += [e.episodic_return for e in trainer.last_rollout.episodes
+            tail_returns += [e.episodic_return for e in profiler.last_rollout.episodes
                              if e.step >= 0.9 * total_steps]
             if trainer.agent.global_step >= next_report:
                 print(f"  seed {seed}: {trainer.agent.global_step:,} steps, {trainer.status()}", flush=True)

@@ -37,6 +37,7 @@ from torch import nn
 import envs  # noqa: F401  (registers SlipperyAnt-v5)
 from envs.thread_pool import available_cpus
 from rl_plasticity.experiment.config import load_config
+from rl_plasticity.experiment.profiler import Profiler
 from rl_plasticity.experiment.runner import Trainer
 
 ROLLOUT = 2048
@@ -67,16 +68,17 @@ class OursRound:
             if engine is not None:
                 engine.step = _timed(engine.step, self.cbp_seconds)
         self.threads = threads
+        self.profiler = Profiler(self.trainer)
         self.trainer.iterate()  # warm-up: first allocations, first Adam state
 
     def __call__(self) -> dict[str, float]:
         torch.set_num_threads(self.threads)
-        agent, trainer = self.trainer.agent, self.trainer
-        before = {**agent.timings, "logging": trainer.timings["logging"], "cbp": self.cbp_seconds[0]}
+        phases_of = ("env", "inference", "advantage", "update", "logging")
+        before = {**{k: self.profiler.seconds[k] for k in phases_of}, "cbp": self.cbp_seconds[0]}
         started = time.perf_counter()
-        trainer.iterate()
+        self.trainer.iterate()
         seconds = time.perf_counter() - started
-        after = {**agent.timings, "logging": trainer.timings["logging"], "cbp": self.cbp_seconds[0]}
+        after = {**{k: self.profiler.seconds[k] for k in phases_of}, "cbp": self.cbp_seconds[0]}
         phases = {key: after[key] - before[key] for key in after}
         return {"seconds": seconds, **phases}
 

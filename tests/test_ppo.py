@@ -75,8 +75,8 @@ def test_rollouts_bootstrap_exactly_at_time_limit_ends() -> None:
     for flag in (True, False):
         trainer = make_trainer(*overrides, f"ppo.bootstrap_truncation={str(flag).lower()}")
         trainer.agent.collect_rollout()
-        assert trainer.agent.truncated[199, 0] and not trainer.agent.terminated.any()
-        returns[flag] = trainer.agent.returns[:, 0].clone()
+        assert trainer.agent.buffer.truncated[199, 0] and not trainer.agent.buffer.terminated.any()
+        returns[flag] = trainer.agent.buffer.returns[:, 0].clone()
         trainer.close()
     moved = (returns[True] - returns[False]).abs() > 1e-6
     assert moved[:200].all() and not moved[200:].any()

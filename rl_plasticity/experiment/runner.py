@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents import PPO, Rollout
+from agents import PPO
 from envs import get_vector_state, set_vector_state
 from envs.thread_pool import available_cpus
 from rl_plasticity import tags
@@ -126,9 +126,7 @@ class Trainer:
         self.recent_returns: deque[float] = deque(maxlen=RECENT_EPISODES)
         self.episodes_seen = 0
         self.physics: dict[str, float] = {}
-        self.last_rollout: Rollout | None = None
         self.checkpoints: list[Path] = []
-        self.timings = {"logging": 0.0, "checkpoint": 0.0}
         # Kept until the first checkpoint after a resume, so that a resume cut short may change the
         # remedies again.
         self._diverged_at: int | None = diverged_at if found is not None else None
@@ -207,7 +205,7 @@ class Trainer:
     def iterate(self) -> dict[str, float]:
         """One rollout and one update, then whatever logging and checkpointing are due."""
         previous = self.agent.global_step
-        rollout = self.last_rollout = self.agent.collect_rollout()
+        rollout = self.agent.collect_rollout()
         with _torch_threads(self.config.run.update_threads):
             stats = self.agent.update()
         step = self.agent.global_step
@@ -216,7 +214,6 @@ class Trainer:
         self.episodes_seen += len(rollout.episodes)
         self.physics = physics_values(rollout.last_info) or self.physics
 
-        tick = time.perf_counter()
         if self.logger is not None:
             log = self.config.log
             self.logger.rollout(rollout, step)
@@ -225,7 +222,6 @@ class Trainer:
                 self.logger.probe(step, log.probe_batch)
             if self._due(log.histogram_every, previous, step, first=True):
                 self.logger.utility_histograms(step)
-        self.timings["logging"] += time.perf_counter() - tick
         if self._due(self.config.run.checkpoint_every, previous, step, first=False):
             self.save_checkpoint()
         self._write_progress("running")
@@ -296,7 +292,6 @@ class Trainer:
         path = self._checkpoint_path()
         if path is None:
             return None
-        tick = time.perf_counter()
         if self.logger is not None:
             self.logger.flush()  # the checkpoint's step is then complete in TensorBoard too
         save_checkpoint(path, self.state_dict())
@@ -305,7 +300,6 @@ class Trainer:
             self.checkpoints.append(path)
         removed = set(prune_checkpoints(self.run_dir, self.config.run.keep_checkpoints))
         self.checkpoints = [p for p in self.checkpoints if p not in removed]
-        self.timings["checkpoint"] += time.perf_counter() - tick
         return path
 
     def state_dict(self) -> dict[str, Any]:
