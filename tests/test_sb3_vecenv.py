@@ -13,7 +13,7 @@ from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor  # noqa: E402
 
 import envs  # noqa: E402
-from agents.sb3_vecenv import GymnasiumVecEnv  # noqa: E402
+from agents.sb3.vecenv import GymnasiumVecEnv  # noqa: E402
 
 SAME_STEP = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
 KWARGS = {"change_every": 150, "schedule_seed": 4}

@@ -3,7 +3,7 @@
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecMonitor
     import envs
-    from agents.sb3_vecenv import GymnasiumVecEnv
+    from agents.sb3.vecenv import GymnasiumVecEnv
 
     vec = envs.make_vec("SlipperyAnt-v5", 4, change_every=500_000, schedule_seed=0,
                         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
@@ -23,11 +23,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
-try:
-    from stable_baselines3.common.vec_env.base_vec_env import VecEnv
-except ImportError as error:  # pragma: no cover - exercised only without SB3
-    raise ImportError("agents.sb3_vecenv needs Stable-Baselines3: pip install '.[sb3]'") from error
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 
 class GymnasiumVecEnv(VecEnv):

@@ -1,0 +1,89 @@
+"""Saving an SB3 model with its CBP state beside it (``model.cbp.pt``), and loading both back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from agents.sb3.attach import CBPPair, attach_pair, attached_cbp
+from agents.sb3.networks import NETWORKS
+from rl_plasticity import ContinualBackprop
+from rl_plasticity.cbp_options import OPTION_NAMES
+
+SIDECAR_SUFFIX = ".cbp.pt"
+_SIDECAR_FORMAT = 1
+
+
+def cbp_sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """Where `save_with_cbp` puts the CBP state for an SB3 save path (``run/model`` and ``run/model.zip``
+    both give ``run/model.cbp.pt``, since SB3 adds ``.zip`` to a path without a suffix)."""
+    path = Path(path)
+    base = path.with_suffix("") if path.suffix == ".zip" else path
+    return base.with_name(base.name + SIDECAR_SUFFIX)
+
+
+def _hyperparameters(cbp: ContinualBackprop) -> dict[str, Any]:
+    values = {name: getattr(cbp.options, name) for name in OPTION_NAMES}
+    if callable(values["init"]):  # a function cannot be stored safely; load_with_cbp asks for it again
+        values["init"] = None
+    return values
+
+
+def save_with_cbp(model: BaseAlgorithm, path: str | os.PathLike[str], cbps: CBPPair | None = None) -> Path:
+    """``model.save(path)`` plus both CBP states and settings in `cbp_sidecar_path(path)` (returned).
+
+    ``cbps`` defaults to the pair attached to ``model``. Normalisation statistics are not part of an SB3
+    save: keep them with ``VecNormalize.save``.
+    """
+    cbps = cbps if cbps is not None else attached_cbp(model)
+    if cbps is None:
+        raise ValueError("no CBP attached to this model: pass cbps=attach_cbp(model, ...) or use model.save")
+    model.save(path)
+    sidecar = cbp_sidecar_path(path)
+    torch.save({
+        "format": _SIDECAR_FORMAT,
+        "hyperparameters": {name: _hyperparameters(cbp) for name, cbp in zip(NETWORKS, cbps, strict=True)},
+        "state": {name: cbp.state_dict() for name, cbp in zip(NETWORKS, cbps, strict=True)},
+    }, sidecar)
+    return sidecar
+
+
+def load_with_cbp(
+    path: str | os.PathLike[str],
+    env: Any = None,
+    *,
+    algorithm: type[BaseAlgorithm] | None = None,
+    load_kwargs: dict[str, Any] | None = None,
+    **cbp_kwargs: Any,
+) -> tuple[BaseAlgorithm, CBPPair]:
+    """Load a model saved by `save_with_cbp`, attach CBP again and restore its ages and utilities.
+
+    ``algorithm`` is the SB3 class to load with (default PPO); ``load_kwargs`` go to its ``load`` (device,
+    custom_objects, ...). ``cbp_kwargs`` override the saved CBP settings; a callable ``init`` is not saved
+    and must be passed again. Continue with ``model.learn(..., reset_num_timesteps=False)`` to keep the
+    step count (and so the TensorBoard curves and a callback-owned friction schedule) going.
+    """
+    sidecar = cbp_sidecar_path(path)
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"{sidecar} not found: {path} was not saved with save_with_cbp; load it "
+                                f"with the SB3 class's load() and call attach_cbp for a fresh CBP")
+    saved = torch.load(sidecar, weights_only=True)
+    if saved.get("format") != _SIDECAR_FORMAT:
+        raise ValueError(f"{sidecar} has format {saved.get('format')!r}; this version reads "
+                         f"{_SIDECAR_FORMAT}")
+    kwargs = {name: {**saved["hyperparameters"][name], **cbp_kwargs} for name in NETWORKS}
+    if any(k["init"] is None for k in kwargs.values()):
+        raise ValueError(f"{path} was saved with a callable CBP init, which is not stored: pass init=...")
+    if algorithm is None:
+        from stable_baselines3 import PPO
+
+        algorithm = PPO
+    model = algorithm.load(path, env=env, **(load_kwargs or {}))
+    pair = attach_pair(model, kwargs["policy"], kwargs["value"])
+    for name, cbp in zip(NETWORKS, pair, strict=True):
+        cbp.load_state_dict(saved["state"][name])
+    return model, pair
