@@ -19,7 +19,7 @@ from envs.parameters import (
     DEFAULT_RANGES,
     PARAMETER_DOCS,
     PARAMETER_NAMES,
-    PhysicalParameter,
+    build_parameter,
     check_parameter_name,
     check_parameter_value,
 )
@@ -173,7 +173,7 @@ class DriftingMujocoEnv(gym.Env):
         self.action_space = self.base_env.action_space
         self.metadata = dict(self.base_env.metadata)
         self.render_mode = self.base_env.render_mode
-        self.physical_parameter = PhysicalParameter(parameter, self.model, self.data)
+        self.physical_parameter = build_parameter(parameter, self.model, self.data)
         self.physical_parameter.apply(self._schedule.value)
 
     # -- the MuJoCo simulation ---------------------------------------------------------------------

@@ -11,27 +11,9 @@ import math
 import mujoco
 import numpy as np
 
-PARAMETER_DOCS = {
-    "friction": "sliding friction coefficient of every geom and contact pair (absolute value)",
-    "gravity": "multiplier of the nominal gravity vector",
-    "mass": "multiplier of every body's mass and rotational inertia (uniform density change)",
-    "gear": "multiplier of every actuator's gear",
-    "damping": "multiplier of every joint's damping",
-}
-PARAMETER_NAMES = tuple(PARAMETER_DOCS)
-DEFAULT_RANGES = {
-    "friction": (0.02, 2.0),
-    "gravity": (0.5, 2.0),
-    "mass": (0.5, 2.0),
-    "gear": (0.5, 2.0),
-    "damping": (0.5, 2.0),
-}
-# Zero gravity or zero damping are meaningful experiments; zero friction, mass or gear are not.
-_ZERO_ALLOWED = {"gravity", "damping"}
-
 
 def check_parameter_name(name: str) -> str:
-    if name not in PARAMETER_DOCS:
+    if name not in PARAMETERS:
         allowed = ", ".join(map(repr, PARAMETER_NAMES))
         raise ValueError(f"unknown parameter {name!r}; allowed values: {allowed}")
     return name
@@ -43,9 +25,10 @@ def check_parameter_value(name: str, value: float) -> float:
         value = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} value must be a number, got {value!r}") from None
-    lowest_ok = value >= 0 if name in _ZERO_ALLOWED else value > 0
+    zero_allowed = PARAMETERS[name].zero_allowed
+    lowest_ok = value >= 0 if zero_allowed else value > 0
     if not (math.isfinite(value) and lowest_ok):
-        bound = ">= 0" if name in _ZERO_ALLOWED else "> 0"
+        bound = ">= 0" if zero_allowed else "> 0"
         raise ValueError(f"{name} must be finite and {bound} ({PARAMETER_DOCS[name]}), got {value!r}")
     return value
 
@@ -65,43 +48,114 @@ def set_const_keeping_state(model: mujoco.MjModel, data: mujoco.MjData) -> None:
 
 
 class PhysicalParameter:
-    """One drifting quantity of ``model``; ``apply(value)`` sets it relative to the nominal model."""
+    """One drifting quantity of a MuJoCo model; ``apply(value)`` sets it relative to the nominal model.
 
-    def __init__(self, name: str, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        self.name = check_parameter_name(name)
+    One subclass per parameter, each with its ``name``, ``doc``, ``default_range`` and whether zero is
+    a meaningful value; `PARAMETERS` lists them by name, and `build_parameter` builds one.
+    """
+
+    name: str
+    doc: str
+    default_range: tuple[float, float] = (0.5, 2.0)
+    zero_allowed = False
+
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
         self.model = model
         self.data = data
-        self.nominal_geom_friction = model.geom_friction.copy()
-        self.nominal_pair_friction = model.pair_friction.copy()
-        self.nominal_gravity = model.opt.gravity.copy()
-        self.nominal_body_mass = model.body_mass.copy()
-        self.nominal_body_inertia = model.body_inertia.copy()
-        self.nominal_actuator_gear = model.actuator_gear.copy()
-        self.nominal_dof_damping = model.dof_damping.copy()
 
     def apply(self, value: float) -> None:
-        value = check_parameter_value(self.name, value)
-        model = self.model
-        if self.name == "friction":
-            # Contacts combine the two geoms' friction by element-wise max, so every geom (floor and
-            # body) must change; torsional and rolling columns keep their nominal values.
-            geom_friction = self.nominal_geom_friction.copy()
-            geom_friction[:, 0] = value
-            model.geom_friction[:] = geom_friction
-            # Explicit <pair> contacts ignore geom friction and carry their own two tangential values.
-            pair_friction = self.nominal_pair_friction.copy()
-            pair_friction[:, :2] = value
-            model.pair_friction[:] = pair_friction
-        elif self.name == "gravity":
-            model.opt.gravity[:] = self.nominal_gravity * value
-        elif self.name == "mass":
-            model.body_mass[:] = self.nominal_body_mass * value
-            model.body_inertia[:] = self.nominal_body_inertia * value
-            # Derived constants (body_subtreemass, dof_invweight0, ...) are only refreshed by mj_setConst.
-            set_const_keeping_state(model, self.data)
-        elif self.name == "gear":
-            # No mj_setConst: the gear-dependent constant (actuator_acc0) only matters for muscles and
-            # dampratio position actuators, which Gymnasium's MuJoCo envs do not use.
-            model.actuator_gear[:] = self.nominal_actuator_gear * value
-        else:
-            model.dof_damping[:] = self.nominal_dof_damping * value
+        self._apply(check_parameter_value(self.name, value))
+
+    def _apply(self, value: float) -> None:
+        raise NotImplementedError
+
+
+class Friction(PhysicalParameter):
+    name = "friction"
+    doc = "sliding friction coefficient of every geom and contact pair (absolute value)"
+    default_range = (0.02, 2.0)
+
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        super().__init__(model, data)
+        self.nominal_geom_friction = model.geom_friction.copy()
+        self.nominal_pair_friction = model.pair_friction.copy()
+
+    def _apply(self, value: float) -> None:
+        # Contacts combine the two geoms' friction by element-wise max, so every geom (floor and body)
+        # must change; torsional and rolling columns keep their nominal values.
+        geom_friction = self.nominal_geom_friction.copy()
+        geom_friction[:, 0] = value
+        self.model.geom_friction[:] = geom_friction
+        # Explicit <pair> contacts ignore geom friction and carry their own two tangential values.
+        pair_friction = self.nominal_pair_friction.copy()
+        pair_friction[:, :2] = value
+        self.model.pair_friction[:] = pair_friction
+
+
+class Gravity(PhysicalParameter):
+    name = "gravity"
+    doc = "multiplier of the nominal gravity vector"
+    zero_allowed = True  # zero gravity is a meaningful experiment
+
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        super().__init__(model, data)
+        self.nominal_gravity = model.opt.gravity.copy()
+
+    def _apply(self, value: float) -> None:
+        self.model.opt.gravity[:] = self.nominal_gravity * value
+
+
+class Mass(PhysicalParameter):
+    name = "mass"
+    doc = "multiplier of every body's mass and rotational inertia (uniform density change)"
+
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        super().__init__(model, data)
+        self.nominal_body_mass = model.body_mass.copy()
+        self.nominal_body_inertia = model.body_inertia.copy()
+
+    def _apply(self, value: float) -> None:
+        self.model.body_mass[:] = self.nominal_body_mass * value
+        self.model.body_inertia[:] = self.nominal_body_inertia * value
+        # Derived constants (body_subtreemass, dof_invweight0, ...) are only refreshed by mj_setConst.
+        set_const_keeping_state(self.model, self.data)
+
+
+class Gear(PhysicalParameter):
+    name = "gear"
+    doc = "multiplier of every actuator's gear"
+
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        super().__init__(model, data)
+        self.nominal_actuator_gear = model.actuator_gear.copy()
+
+    def _apply(self, value: float) -> None:
+        # No mj_setConst: the gear-dependent constant (actuator_acc0) only matters for muscles and
+        # dampratio position actuators, which Gymnasium's MuJoCo envs do not use.
+        self.model.actuator_gear[:] = self.nominal_actuator_gear * value
+
+
+class Damping(PhysicalParameter):
+    name = "damping"
+    doc = "multiplier of every joint's damping"
+    zero_allowed = True  # undamped joints are a meaningful experiment
+
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        super().__init__(model, data)
+        self.nominal_dof_damping = model.dof_damping.copy()
+
+    def _apply(self, value: float) -> None:
+        self.model.dof_damping[:] = self.nominal_dof_damping * value
+
+
+PARAMETERS: dict[str, type[PhysicalParameter]] = {
+    cls.name: cls for cls in (Friction, Gravity, Mass, Gear, Damping)
+}
+PARAMETER_NAMES = tuple(PARAMETERS)
+PARAMETER_DOCS = {name: cls.doc for name, cls in PARAMETERS.items()}
+DEFAULT_RANGES = {name: cls.default_range for name, cls in PARAMETERS.items()}
+
+
+def build_parameter(name: str, model: mujoco.MjModel, data: mujoco.MjData) -> PhysicalParameter:
+    """The drifting parameter ``name`` of ``model``, its nominal values copied now."""
+    return PARAMETERS[check_parameter_name(name)](model, data)

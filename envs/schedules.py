@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-SCHEDULE_KINDS = ("piecewise", "cyclic", "linear", "random_walk")
 CHANGE_AT_MODES = ("episode", "immediate")
 DISTRIBUTIONS = ("log-uniform", "uniform")
 
@@ -149,17 +148,24 @@ class DriftSchedule:
         return self._from_space(float(self._rng.uniform(low, high)))
 
     def _value_for_change(self, index: int) -> float:
-        if self.kind == "piecewise":
-            return self._draw()
-        if self.kind == "cyclic":
-            return self.cycle_values[index % len(self.cycle_values)]
+        return _VALUE_RULES[self.kind](self, index)
+
+    def _piecewise(self, index: int) -> float:
+        return self._draw()
+
+    def _cyclic(self, index: int) -> float:
+        return self.cycle_values[index % len(self.cycle_values)]
+
+    def _linear(self, index: int) -> float:
         low, high = self._to_space(self.low), self._to_space(self.high)
-        if self.kind == "linear":
-            phase = (index % (2 * self.drift_period)) / self.drift_period
-            fraction = phase if phase <= 1 else 2 - phase
-            return self._from_space(low + fraction * (high - low))
+        phase = (index % (2 * self.drift_period)) / self.drift_period
+        fraction = phase if phase <= 1 else 2 - phase
+        return self._from_space(low + fraction * (high - low))
+
+    def _random_walk(self, index: int) -> float:
         if index == 0:
             return self._draw()
+        low, high = self._to_space(self.low), self._to_space(self.high)
         width = high - low
         coordinate = self._to_space(self.value) + float(self._rng.normal(0.0, self.walk_step * width))
         if width > 0:
@@ -201,3 +207,13 @@ class DriftSchedule:
         self.total_steps = int(state["total_steps"])
         self.change_count = int(state["change_count"])
         self.value = float(state["value"])
+
+
+#: The value of change number ``index``, per schedule kind (the kinds `DriftSchedule` documents).
+_VALUE_RULES: dict[str, Callable[[DriftSchedule, int], float]] = {
+    "piecewise": DriftSchedule._piecewise,
+    "cyclic": DriftSchedule._cyclic,
+    "linear": DriftSchedule._linear,
+    "random_walk": DriftSchedule._random_walk,
+}
+SCHEDULE_KINDS = tuple(_VALUE_RULES)
