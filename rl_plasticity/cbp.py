@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rl_plasticity.cbp_options import INITS, OPTION_NAMES, UTILITIES, CBPOptions, InitFn
+from rl_plasticity.cbp_moments import correct_reset_updates, zero_moments
+from rl_plasticity.cbp_options import INITS, OPTION_NAMES, UTILITIES, CBPOptions, InitFn, init_bound
 from rl_plasticity.cbp_utilities import UTILITY_RULES
 from rl_plasticity.cbp_utilities import debias as _debias
 from rl_plasticity.hooks import capture_inputs, linear_layers
@@ -34,19 +35,6 @@ from rl_plasticity.hooks import capture_inputs, linear_layers
 __all__ = ["INITS", "UTILITIES", "CBPOptions", "ContinualBackprop", "InitFn"]
 
 MAX_PENDING_BATCHES = 64
-
-
-def _init_bound(name: str, fan_in: int, fan_out: int, nonlinearity: str = "relu") -> float:
-    """The uniform bound of ``init``; kaiming and xavier carry the gain of the network's activation,
-    as ``torch.nn.init.kaiming_uniform_`` / ``xavier_uniform_`` with ``calculate_gain(nonlinearity)``."""
-    if name == "lecun":  # LeCun uniform: variance 1/fan_in, as in the paper's PPO
-        return math.sqrt(3.0 / fan_in)
-    gain = nn.init.calculate_gain(nonlinearity)
-    if name == "kaiming":
-        return gain * math.sqrt(3.0 / fan_in)
-    if name == "xavier":
-        return gain * math.sqrt(6.0 / (fan_in + fan_out))
-    return 1.0 / math.sqrt(fan_in)  # nn.Linear's own default (kaiming_uniform with a=sqrt(5))
 
 
 class ContinualBackprop:
@@ -151,7 +139,7 @@ class ContinualBackprop:
 
     def _after_optimizer_step(self) -> None:
         if self._moments_reset_at:
-            self._correct_reset_updates()
+            correct_reset_updates(self.optimizer, self._moments_reset_at)
         self.step()
 
     @classmethod
@@ -290,7 +278,7 @@ class ContinualBackprop:
             incoming.bias[units] = 0.0
         outgoing.weight[:, units] = 0.0
         if self.options.reset_optimizer_state:
-            self._zero_optimizer_moments(incoming, outgoing, units)
+            zero_moments(self.optimizer, self._moments_reset_at, incoming, outgoing, units)
 
         self._utility[k][units] = 0.0
         self._mean_activation[k][units] = 0.0
@@ -305,47 +293,8 @@ class ContinualBackprop:
             drawn = self.options.init(rows, layer.in_features)
             return rows if drawn is None else drawn
         options = self.options
-        bound = _init_bound(options.init, layer.in_features, layer.out_features, options.nonlinearity)
+        bound = init_bound(options.init, layer.in_features, layer.out_features, options.nonlinearity)
         return rows.uniform_(-bound, bound, generator=self.generator)
-
-    def _zero_optimizer_moments(self, incoming: nn.Linear, outgoing: nn.Linear, units: Tensor) -> None:
-        assert self.optimizer is not None
-        targets = [(incoming.weight, 0), (outgoing.weight, 1)]
-        if incoming.bias is not None:
-            targets.append((incoming.bias, 0))
-        for param, dim in targets:
-            state = self.optimizer.state.get(param, {})
-            for value in state.values():
-                # Per-element moments share the parameter's shape; scalars such as "step" do not.
-                if isinstance(value, Tensor) and value.shape == param.shape:
-                    value.index_fill_(dim, units.to(value.device), 0.0)
-            if _adam_like(self.optimizer) and "step" in state:
-                reset_at = self._moments_reset_at.setdefault(param, torch.full(param.shape, -1.0))
-                reset_at.index_fill_(dim, units.cpu(), float(state["step"]))
-
-    @torch.no_grad()
-    def _correct_reset_updates(self) -> None:
-        """Redo the last Adam update of every reset entry with bias corrections for its own age."""
-        assert self.optimizer is not None
-        for group in self.optimizer.param_groups:
-            beta1, beta2 = group["betas"]
-            for param in group["params"]:
-                reset_at = self._moments_reset_at.get(param)
-                state = self.optimizer.state.get(param, {})
-                if reset_at is None or "step" not in state:
-                    continue
-                step = float(state["step"])
-                age = (step - reset_at).clamp(min=1.0).to(param.device)
-                mask = (reset_at >= 0).to(param.device)
-                m, v, eps, lr = state["exp_avg"], state["exp_avg_sq"], group["eps"], group["lr"]
-                applied = m / (1 - beta1 ** step) / (v.sqrt() / math.sqrt(1 - beta2 ** step) + eps)
-                wanted = m / (1 - beta1 ** age) / (v.sqrt() / torch.sqrt(1 - beta2 ** age) + eps)
-                param.add_(torch.where(mask, applied - wanted, torch.zeros_like(m)), alpha=lr)
-                # Past ~40 / (1 - beta) steps the two corrections agree to float precision.
-                horizon = 40.0 / (1.0 - max(beta1, beta2))
-                reset_at[(reset_at >= 0) & (reset_at < step - horizon)] = -1.0
-                if not bool((reset_at >= 0).any()):
-                    del self._moments_reset_at[param]
 
     # ------------------------------------------------------------------ inspection and persistence
     def utilities(self) -> list[Tensor]:
@@ -418,12 +367,6 @@ class ContinualBackprop:
             f"maturity_threshold={self.options.maturity_threshold}, decay_rate={self.options.decay_rate}, "
             f"utility={self.options.utility!r}, replaced_total={self.replaced_total})"
         )
-
-
-def _adam_like(optimizer: torch.optim.Optimizer) -> bool:
-    """Adam and AdamW (not AMSGrad): the update whose bias correction `_correct_reset_updates` redoes."""
-    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and not any(
-        group.get("amsgrad") or group.get("maximize") for group in optimizer.param_groups)
 
 
 def _validate(layers: list[nn.Linear], optimizer: torch.optim.Optimizer | None, options: CBPOptions) -> None:

@@ -18,7 +18,22 @@ from rl_plasticity.cbp_utilities import UTILITY_RULES
 InitFn = Callable[[Tensor, int], Tensor | None]
 
 UTILITIES = tuple(UTILITY_RULES)
-INITS = ("lecun", "kaiming", "xavier", "pytorch_default")
+
+#: The uniform bound of each named ``init``, from ``(fan_in, fan_out, gain of the activation)``: kaiming
+#: and xavier as ``torch.nn.init.kaiming_uniform_`` / ``xavier_uniform_`` with ``calculate_gain``.
+INIT_BOUNDS: dict[str, Callable[[int, int, float], float]] = {
+    "lecun": lambda fan_in, fan_out, gain: math.sqrt(3.0 / fan_in),  # variance 1/fan_in, the paper's PPO
+    "kaiming": lambda fan_in, fan_out, gain: gain * math.sqrt(3.0 / fan_in),
+    "xavier": lambda fan_in, fan_out, gain: gain * math.sqrt(6.0 / (fan_in + fan_out)),
+    # nn.Linear's own default (kaiming_uniform with a=sqrt(5))
+    "pytorch_default": lambda fan_in, fan_out, gain: 1.0 / math.sqrt(fan_in),
+}
+INITS = tuple(INIT_BOUNDS)
+
+
+def init_bound(name: str, fan_in: int, fan_out: int, nonlinearity: str = "relu") -> float:
+    """The uniform bound of the named ``init`` for a layer of ``fan_in`` inputs and ``fan_out`` units."""
+    return INIT_BOUNDS[name](fan_in, fan_out, nn.init.calculate_gain(nonlinearity))
 
 
 @dataclass

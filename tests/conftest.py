@@ -1,5 +1,6 @@
-"""What several test modules share: building a small trainer, comparing states bit for bit, and reading
-a run's TensorBoard events back. Test modules import these by name (``from conftest import ...``)."""
+"""What several test modules share: small MLPs for the core, building a small trainer, comparing states
+bit for bit, and reading a run's TensorBoard events back. Test modules import these by name
+(``from conftest import ...``)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,33 @@ from tensorboard.backend.event_processing.event_accumulator import (
     TENSORS,
     EventAccumulator,
 )
+from torch import nn
 
 from rl_plasticity.experiment.config import load_config
 from rl_plasticity.experiment.runner import Trainer
+
+
+def mlp(*sizes: int, seed: int = 0) -> nn.Sequential:
+    """Linear layers of ``sizes`` with ReLU between them, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    modules: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        modules.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            modules.append(nn.ReLU())
+    return nn.Sequential(*modules)
+
+
+def linears(net: nn.Module) -> list[nn.Linear]:
+    return [m for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One squared-error optimizer step (which also runs CBP's post-step hook, if attached)."""
+    loss = (net(x) - y).pow(2).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
 
 
 def make_trainer(*overrides: str, config: Path | None = None, run_dir: Path | None = None) -> Trainer:

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from rl_plasticity.cbp import ContinualBackprop, _init_bound
+from rl_plasticity.cbp import ContinualBackprop
+from rl_plasticity.cbp_options import init_bound as _init_bound
 
 
 def mlp(width: int = 8) -> nn.Sequential:

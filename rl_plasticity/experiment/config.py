@@ -11,6 +11,10 @@ defaults, and sections that override them::
 
 Every key is documented in its field's ``metadata["doc"]``; `describe_keys` lists them all. Mistakes
 raise `ConfigError` naming the key, the problem, the allowed values and the fix.
+
+(Over 400 lines on purpose: the schema, its loading and the checks of every value stay in one file, so
+that a key's type, range, doc and the message a wrong value gets read side by side. YAML reading and
+writing live in `experiment.yaml_text`.)
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import yaml
 
 from agents.settings import PRESETS, CBPSettings, OptimizerSettings, PPOSettings, setting
 from envs.schedules import CHANGE_AT_MODES, SCHEDULE_KINDS
+from rl_plasticity.experiment.yaml_text import DuplicateKeyError, describe_yaml_error, dump_yaml, read_yaml
 
 VECTORIZATION_MODES = ("sync", "async")
 MAX_SEED = 2**32 - 1  # numpy's and Gymnasium's seeds are 32-bit
@@ -129,40 +134,6 @@ _ALIASES = {
 
 
 # ---------------------------------------------------------------------- loading
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys without a word; a config must not lose a section so."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first_lines: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in first_lines:
-                raise ConfigError(f"duplicate key {key!r} at lines {first_lines[key]} and {line} of "
-                                  f"{key_node.start_mark.name}; a second {key!r} would silently replace "
-                                  f"the first: merge them into one")
-            first_lines[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def describe_yaml_error(error: yaml.YAMLError) -> str:
-    """A YAML error on one line: where and what (PyYAML's own text spans several lines)."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return f"{where}{problem}"
-
-
-def read_yaml(text: str, source: str) -> Any:
-    """YAML that rejects duplicate keys at any level, naming the key and both lines."""
-    loader = _UniqueKeyLoader(text)
-    loader.name = source
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read ``path`` (or start from the defaults if None), apply ``key=value`` overrides, validate."""
     raw: dict[str, Any] = {}
@@ -180,6 +151,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
                               f"file") from None
         try:
             loaded = read_yaml(text, source)
+        except DuplicateKeyError as error:
+            raise ConfigError(str(error)) from None
         except yaml.YAMLError as error:
             raise ConfigError(f"{source} is not valid YAML ({describe_yaml_error(error)}); fix the file "
                               f"or start from configs/quickstart/ppo.yaml") from None
@@ -425,16 +398,8 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return plain(dataclasses.asdict(config))
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style for sections, flow style for short lists such as ``hidden_sizes: [256, 256]``."""
-
-
-_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
-    "tag:yaml.org,2002:seq", data, flow_style=True))
-
-
 def config_to_yaml(config: Config) -> str:
-    return yaml.dump(config_to_dict(config), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return dump_yaml(config_to_dict(config))
 
 
 def flat_items(config: Config) -> list[tuple[str, Any]]:

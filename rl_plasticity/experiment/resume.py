@@ -15,10 +15,9 @@ from rl_plasticity.experiment.config import (
     ConfigError,
     build_config,
     config_to_dict,
-    describe_yaml_error,
-    read_yaml,
 )
 from rl_plasticity.experiment.run_directory import RunDirectory
+from rl_plasticity.experiment.yaml_text import DuplicateKeyError, describe_yaml_error, read_yaml
 
 #: Keys a resume may change: how long to run, how often to checkpoint, threads, logging and the env
 #: backend (both write the same state and give the same transitions). Everything else shapes the
@@ -67,7 +66,7 @@ def saved_run_config(run_dir: str | Path) -> dict[str, Any] | None:
         return None
     try:
         saved = read_yaml(path.read_text(), str(path))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, DuplicateKeyError) as error:
         reason = describe_yaml_error(error) if isinstance(error, yaml.YAMLError) else str(error)
         raise ConfigError(f"{path} cannot be read ({reason}); the run's settings are unknown: pass "
                           f"--fresh to start over (the old run is moved aside) or choose another "

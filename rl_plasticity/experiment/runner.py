@@ -14,21 +14,15 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
-import sys
-import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from agents import PPO
 from envs import get_vector_state, set_vector_state
@@ -42,6 +36,7 @@ from rl_plasticity.experiment.checkpoint import (
     save_checkpoint,
 )
 from rl_plasticity.experiment.config import Config, ConfigError, config_to_dict, config_to_yaml
+from rl_plasticity.experiment.controls import ProgressDisplay, StopOnSignals, torch_threads
 from rl_plasticity.experiment.environment import env_kwargs, make_vector_env, physics_values
 from rl_plasticity.experiment.logger import TrainingLogger
 from rl_plasticity.experiment.progress import read_progress, write_progress
@@ -168,10 +163,10 @@ class Trainer:
         total = self.config.run.total_steps
         started = time.perf_counter()
         self._clock_start = (started, self.agent.global_step)
-        display = _Progress(total, self.agent.global_step, progress, self.config.log.progress_bar)
+        display = ProgressDisplay(total, self.agent.global_step, progress, self.config.log.progress_bar)
         status, completed = "failed", False
         try:
-            with _StopOnSignals() as stop:
+            with StopOnSignals() as stop:
                 while self.agent.global_step < total and stop.requested is None:
                     self.iterate()
                     display.update(self.agent.global_step, self.status())
@@ -206,7 +201,7 @@ class Trainer:
         """One rollout and one update, then whatever logging and checkpointing are due."""
         previous = self.agent.global_step
         rollout = self.agent.collect_rollout()
-        with _torch_threads(self.config.run.update_threads):
+        with torch_threads(self.config.run.update_threads):
             stats = self.agent.update()
         step = self.agent.global_step
         self._check_finite(stats, step)
@@ -389,70 +384,3 @@ def _vector_state(vector_env: Any) -> dict[str, Any] | None:
         return get_vector_state(vector_env)
     except TypeError:
         return None
-
-
-class _StopOnSignals:
-    """Within the block, SIGTERM and a first SIGINT set ``requested`` (the loop stops at the next rollout
-    boundary, where a checkpoint is consistent); a second SIGINT raises KeyboardInterrupt at once.
-    Signals can only be handled in the main thread; elsewhere (e.g. a Ray worker) this does nothing."""
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if signum == signal.SIGINT and self.requested is not None:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-        print(f"\n{self.requested}: stopping after this update and writing a checkpoint (Ctrl-C again to "
-              f"stop at once, keeping the previous checkpoint)", file=sys.stderr, flush=True)
-
-    def __enter__(self) -> _StopOnSignals:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-@contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if threads is None or threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-class _Progress:
-    """A tqdm bar on a terminal; elsewhere (log files, CI) a plain status line every 5% of the run."""
-
-    LINES = 20
-
-    def __init__(self, total: int, initial: int, enabled: bool, bar: bool) -> None:
-        self.total, self.enabled = total, enabled
-        self.bar = tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True,
-                        smoothing=0.05) if enabled and bar and sys.stderr.isatty() else None
-        self._next_line = initial + total / self.LINES
-
-    def update(self, step: int, status: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(status, refresh=False)
-            self.bar.update(min(step, self.total) - self.bar.n)
-        elif self.enabled and (step >= self._next_line or step >= self.total):
-            done = min(step, self.total)
-            line = f"[{done:,}/{self.total:,} steps {100 * done / self.total:3.0f}%] {status}"
-            print(line, file=sys.stderr, flush=True)
-            while self._next_line <= step:
-                self._next_line += self.total / self.LINES
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -1,0 +1,67 @@
+"""What continual backprop does to the optimizer when it replaces units.
+
+With ``reset_optimizer_state`` the moments of every touched entry (the new units' incoming rows and bias,
+their outgoing columns) are zeroed. Adam's next update would then divide them by the bias correction of
+the parameter's global step count, which is far too small a correction for moments that are one step
+old: so for Adam and AdamW the step count of each reset is remembered per entry (``reset_at``, -1 for
+never), and `correct_reset_updates` redoes the last update of those entries with the correction for
+their own age, as a fresh Adam would have applied it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def adam_like(optimizer: torch.optim.Optimizer) -> bool:
+    """Adam and AdamW (not AMSGrad): the update whose bias correction `correct_reset_updates` redoes."""
+    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and not any(
+        group.get("amsgrad") or group.get("maximize") for group in optimizer.param_groups)
+
+
+def zero_moments(optimizer: torch.optim.Optimizer, reset_at: dict[nn.Parameter, Tensor], incoming: nn.Linear,
+                 outgoing: nn.Linear, units: Tensor) -> None:
+    """Zero the optimizer's moments of ``units``' rows in ``incoming`` and columns in ``outgoing``."""
+    targets = [(incoming.weight, 0), (outgoing.weight, 1)]
+    if incoming.bias is not None:
+        targets.append((incoming.bias, 0))
+    for param, dim in targets:
+        state = optimizer.state.get(param, {})
+        for value in state.values():
+            # Per-element moments share the parameter's shape; scalars such as "step" do not.
+            if isinstance(value, Tensor) and value.shape == param.shape:
+                value.index_fill_(dim, units.to(value.device), 0.0)
+        if adam_like(optimizer) and "step" in state:
+            entries = reset_at.setdefault(param, torch.full(param.shape, -1.0))
+            entries.index_fill_(dim, units.cpu(), float(state["step"]))
+
+
+@torch.no_grad()
+def correct_reset_updates(optimizer: torch.optim.Optimizer, reset_at: dict[nn.Parameter, Tensor]) -> None:
+    """Redo the last Adam update of every reset entry with bias corrections for its own age; entries
+    past the age where both corrections agree are forgotten."""
+    for group in optimizer.param_groups:
+        beta1, beta2 = group["betas"]
+        for param in group["params"]:
+            entries = reset_at.get(param)
+            state = optimizer.state.get(param, {})
+            if entries is None or "step" not in state:
+                continue
+            step = float(state["step"])
+            age = (step - entries).clamp(min=1.0).to(param.device)
+            mask = (entries >= 0).to(param.device)
+            m, v, eps, lr = state["exp_avg"], state["exp_avg_sq"], group["eps"], group["lr"]
+            applied = m / (1 - beta1 ** step) / (v.sqrt() / math.sqrt(1 - beta2 ** step) + eps)
+            wanted = m / (1 - beta1 ** age) / (v.sqrt() / torch.sqrt(1 - beta2 ** age) + eps)
+            param.add_(torch.where(mask, applied - wanted, torch.zeros_like(m)), alpha=lr)
+            # Past ~40 / (1 - beta) steps the two corrections agree to float precision.
+            horizon = 40.0 / (1.0 - max(beta1, beta2))
+            entries[(entries >= 0) & (entries < step - horizon)] = -1.0
+            if not bool((entries >= 0).any()):
+                del reset_at[param]
+
+
+__all__ = ["adam_like", "correct_reset_updates", "zero_moments"]
