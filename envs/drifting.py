@@ -111,7 +111,7 @@ class DriftingMujocoEnv(gym.Env):
 
     ``reset(seed=...)`` seeds the base env only: the schedule is never rewound, it follows
     ``schedule_seed`` through the whole run. ``model`` holds the drifted values from construction on;
-    the nominal ones are kept in ``physical_parameter`` (``nominal_geom_friction``, ...).
+    the nominal ones are kept in ``physical_parameter`` (``nominal["geom_friction"]``, ...).
 
     ``info`` of every step and reset holds ``info[parameter]`` (the value in effect, e.g.
     ``info["friction"]``) and ``info["schedule_changes"]`` (changes made so far).

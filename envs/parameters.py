@@ -7,6 +7,7 @@ the model arrays from those copies, so repeated changes never compound.
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 
 import mujoco
 import numpy as np
@@ -50,18 +51,21 @@ def set_const_keeping_state(model: mujoco.MjModel, data: mujoco.MjData) -> None:
 class PhysicalParameter:
     """One drifting quantity of a MuJoCo model; ``apply(value)`` sets it relative to the nominal model.
 
-    One subclass per parameter, each with its ``name``, ``doc``, ``default_range`` and whether zero is
-    a meaningful value; `PARAMETERS` lists them by name, and `build_parameter` builds one.
+    One subclass per parameter, each with its ``name``, ``doc``, ``default_range``, whether zero is a
+    meaningful value, and the model ``arrays`` it changes (copied as ``nominal`` when it is built);
+    `PARAMETERS` lists them by name, and `build_parameter` builds one.
     """
 
     name: str
     doc: str
+    arrays: tuple[str, ...]  # attribute paths on the MjModel, e.g. "opt.gravity"
     default_range: tuple[float, float] = (0.5, 2.0)
     zero_allowed = False
 
     def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
         self.model = model
         self.data = data
+        self.nominal = {path: attrgetter(path)(model).copy() for path in self.arrays}
 
     def apply(self, value: float) -> None:
         self._apply(check_parameter_value(self.name, value))
@@ -70,82 +74,63 @@ class PhysicalParameter:
         raise NotImplementedError
 
 
+class Multiplier(PhysicalParameter):
+    """A parameter whose value multiplies the nominal values of its arrays."""
+
+    def _apply(self, value: float) -> None:
+        for path, nominal in self.nominal.items():
+            attrgetter(path)(self.model)[:] = nominal * value
+
+
 class Friction(PhysicalParameter):
     name = "friction"
     doc = "sliding friction coefficient of every geom and contact pair (absolute value)"
+    arrays = ("geom_friction", "pair_friction")
     default_range = (0.02, 2.0)
-
-    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        super().__init__(model, data)
-        self.nominal_geom_friction = model.geom_friction.copy()
-        self.nominal_pair_friction = model.pair_friction.copy()
 
     def _apply(self, value: float) -> None:
         # Contacts combine the two geoms' friction by element-wise max, so every geom (floor and body)
         # must change; torsional and rolling columns keep their nominal values.
-        geom_friction = self.nominal_geom_friction.copy()
+        geom_friction = self.nominal["geom_friction"].copy()
         geom_friction[:, 0] = value
         self.model.geom_friction[:] = geom_friction
         # Explicit <pair> contacts ignore geom friction and carry their own two tangential values.
-        pair_friction = self.nominal_pair_friction.copy()
+        pair_friction = self.nominal["pair_friction"].copy()
         pair_friction[:, :2] = value
         self.model.pair_friction[:] = pair_friction
 
 
-class Gravity(PhysicalParameter):
+class Gravity(Multiplier):
     name = "gravity"
     doc = "multiplier of the nominal gravity vector"
+    arrays = ("opt.gravity",)
     zero_allowed = True  # zero gravity is a meaningful experiment
 
-    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        super().__init__(model, data)
-        self.nominal_gravity = model.opt.gravity.copy()
 
-    def _apply(self, value: float) -> None:
-        self.model.opt.gravity[:] = self.nominal_gravity * value
-
-
-class Mass(PhysicalParameter):
+class Mass(Multiplier):
     name = "mass"
     doc = "multiplier of every body's mass and rotational inertia (uniform density change)"
-
-    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        super().__init__(model, data)
-        self.nominal_body_mass = model.body_mass.copy()
-        self.nominal_body_inertia = model.body_inertia.copy()
+    arrays = ("body_mass", "body_inertia")
 
     def _apply(self, value: float) -> None:
-        self.model.body_mass[:] = self.nominal_body_mass * value
-        self.model.body_inertia[:] = self.nominal_body_inertia * value
+        super()._apply(value)
         # Derived constants (body_subtreemass, dof_invweight0, ...) are only refreshed by mj_setConst.
         set_const_keeping_state(self.model, self.data)
 
 
-class Gear(PhysicalParameter):
+class Gear(Multiplier):
+    # No mj_setConst: the gear-dependent constant (actuator_acc0) only matters for muscles and
+    # dampratio position actuators, which Gymnasium's MuJoCo envs do not use.
     name = "gear"
     doc = "multiplier of every actuator's gear"
-
-    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        super().__init__(model, data)
-        self.nominal_actuator_gear = model.actuator_gear.copy()
-
-    def _apply(self, value: float) -> None:
-        # No mj_setConst: the gear-dependent constant (actuator_acc0) only matters for muscles and
-        # dampratio position actuators, which Gymnasium's MuJoCo envs do not use.
-        self.model.actuator_gear[:] = self.nominal_actuator_gear * value
+    arrays = ("actuator_gear",)
 
 
-class Damping(PhysicalParameter):
+class Damping(Multiplier):
     name = "damping"
     doc = "multiplier of every joint's damping"
+    arrays = ("dof_damping",)
     zero_allowed = True  # undamped joints are a meaningful experiment
-
-    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        super().__init__(model, data)
-        self.nominal_dof_damping = model.dof_damping.copy()
-
-    def _apply(self, value: float) -> None:
-        self.model.dof_damping[:] = self.nominal_dof_damping * value
 
 
 PARAMETERS: dict[str, type[PhysicalParameter]] = {

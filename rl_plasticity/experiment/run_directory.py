@@ -39,6 +39,16 @@ def seed_of(folder_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+class _Entry:
+    """A file or folder of the run directory, read as an attribute of a `RunDirectory`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: RunDirectory | None, owner: type | None = None) -> Any:
+        return self if run is None else run.path / self.name
+
+
 @dataclass(frozen=True)
 class RunDirectory:
     path: Path
@@ -56,28 +66,15 @@ class RunDirectory:
     def __str__(self) -> str:
         return str(self.path)
 
-    @property
-    def config_file(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def progress_file(self) -> Path:
-        return self.path / "progress.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+    # The layout, one entry per file or folder (each reads as a Path inside the run directory).
+    config_file = _Entry("config.yaml")
+    progress_file = _Entry("progress.json")
+    checkpoints = _Entry("checkpoints")
+    config_changes_file = _Entry("config_changes.jsonl")
+    train_log = _Entry("train.log")
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step_{step}.pt"
-
-    @property
-    def config_changes_file(self) -> Path:
-        return self.path / "config_changes.jsonl"
-
-    @property
-    def train_log(self) -> Path:
-        return self.path / "train.log"
 
     def event_files(self) -> list[Path]:
         return sorted(self.path.glob(EVENT_FILE_PATTERN))
