@@ -12,7 +12,7 @@ last observation arrives in ``info["final_obs"]`` while ``obs`` already starts t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any
 
@@ -21,12 +21,13 @@ import torch
 from torch import Tensor
 
 from agents.advantage import compute_gae
+from agents.method_settings import MethodsSettings
 from agents.network_threads import NetworkThreads
 from agents.networks import FastForward, GaussianPolicy, ValueFunction
 from agents.normalization import ObservationNormalizer, RewardScaler
 from agents.rollout_buffer import RolloutBuffer
 from agents.settings import CBPSettings, OptimizerSettings, PPOSettings
-from rl_plasticity import ContinualBackprop
+from rl_plasticity import METHODS, ContinualBackprop, PlasticityMethod
 from rl_plasticity.hooks import linear_layers
 
 UPDATE_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
@@ -68,7 +69,7 @@ class PPO:
 
     def __init__(self, envs: Any, settings: PPOSettings, optimizer: OptimizerSettings,
                  cbp: CBPSettings | None = None, *, total_steps: int | None = None, seed: int = 0,
-                 parallel_networks: bool | None = False) -> None:
+                 parallel_networks: bool | None = False, methods: MethodsSettings | None = None) -> None:
         self.envs = envs
         self.settings = settings
         self.optimizer_settings = optimizer
@@ -103,6 +104,9 @@ class PPO:
             # Both hook the same optimizer: each runs a generate-and-test step after every minibatch update.
             self.cbp_policy = self._attach_cbp(self.policy.mean_net, cbp, seed_offset=1)
             self.cbp_value = self._attach_cbp(self.value.net, cbp, seed_offset=2)
+        #: the other plasticity methods, ``{name: {"policy": method, "value": method}}`` for the networks
+        #: each acts on; they hook the same optimizer, after CBP
+        self.methods: dict[str, dict[str, PlasticityMethod]] = self._attach_methods(methods)
         self._policy_mean_fast = FastForward(self.policy.mean_net, act)
         self.network_threads = NetworkThreads(parallel_networks)
 
@@ -127,6 +131,21 @@ class PPO:
             linear_layers(mlp), self.optimizer, **cbp.options(), nonlinearity=self.settings.activation,
             generator=torch.Generator().manual_seed(self.seed * 1000 + seed_offset),
         )
+
+    def _attach_methods(self, methods: MethodsSettings | None) -> dict[str, dict[str, PlasticityMethod]]:
+        attached: dict[str, dict[str, PlasticityMethod]] = {}
+        networks = {"policy": self.policy.mean_net, "value": self.value.net}
+        for index, (name, settings) in enumerate((methods.enabled() if methods else {}).items()):
+            method = METHODS[name]
+            options = settings.options()
+            if "nonlinearity" in {f.name for f in fields(method.Options)}:
+                options["nonlinearity"] = self.settings.activation
+            attached[name] = {
+                net: method(linear_layers(mlp), self.optimizer, **options,
+                            generator=torch.Generator().manual_seed(self.seed * 1000 + 10 * (index + 1) + k))
+                for k, (net, mlp) in enumerate(networks.items()) if settings.on(net)
+            }
+        return attached
 
     # ------------------------------------------------------------------ rollout
     def _observe(self, obs: np.ndarray) -> np.ndarray:
@@ -318,6 +337,8 @@ class PPO:
             "optimizer": self.optimizer.state_dict(),
             "cbp_policy": self.cbp_policy.state_dict() if self.cbp_policy else None,
             "cbp_value": self.cbp_value.state_dict() if self.cbp_value else None,
+            "methods": {name: {net: m.state_dict() for net, m in nets.items()}
+                        for name, nets in self.methods.items()},
             "obs_normalizer": self.obs_normalizer.state_dict() if self.obs_normalizer else None,
             "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else None,
             "generator": self.generator.get_state(),
@@ -334,18 +355,30 @@ class PPO:
                 saved = "without" if state[name] is None else "with"
                 raise ValueError(f"the state was saved {saved} {name}; build the agent with the same "
                                  f"settings")
+        saved_methods = state.get("methods", {})  # checkpoints from before the methods have none
+        if _describe(saved_methods) != _describe(self.methods):
+            raise ValueError(f"the state was saved with methods {_describe(saved_methods)}, this agent has "
+                             f"{_describe(self.methods)}; build the agent with the same methods settings")
         self.policy.load_state_dict(state["policy"])
         self.value.load_state_dict(state["value"])
         self.optimizer.load_state_dict(state["optimizer"])
         for name in ("cbp_policy", "cbp_value", "obs_normalizer", "reward_scaler"):
             if state[name] is not None:
                 getattr(self, name).load_state_dict(state[name])
+        for name, nets in self.methods.items():
+            for net, method in nets.items():
+                method.load_state_dict(saved_methods[name][net])
         self.generator.set_state(state["generator"])
         self.global_step = int(state["global_step"])
         self.updates_done = int(state["updates_done"])
         self._episode_return = np.array(state["episode_return"], dtype=np.float64)
         self._episode_length = np.array(state["episode_length"], dtype=np.int64)
         self._next_obs = None if state["next_obs"] is None else np.array(state["next_obs"])
+
+
+def _describe(methods: dict[str, Any]) -> str:
+    described = [f"{name} on {'+'.join(sorted(nets))}" for name, nets in sorted(methods.items())]
+    return ", ".join(described) or "none"
 
 
 def _space_dims(envs: Any) -> tuple[int, int]:

@@ -3,6 +3,8 @@
 The core (this package's top level) needs only torch and numpy:
 
 - `ContinualBackprop`: continual backpropagation's generate-and-test, attached to any MLP by hooks.
+- the other plasticity methods behind the same interface (`PlasticityMethod`, all in `METHODS` by
+  name): `ReDo`, `ShrinkPerturb`, `WeightClipping`, `L2Init`.
 - `PlasticityProbe` and the functions in `rl_plasticity.metrics`: dormant/inactive fractions, ranks,
   weight magnitude and feature norm per hidden layer.
 
@@ -10,7 +12,13 @@ The experiment layer (`rl_plasticity.experiment`, the `rl-plasticity` CLI) compo
 """
 
 from rl_plasticity.cbp import ContinualBackprop
+from rl_plasticity.l2_init import L2Init
+from rl_plasticity.method import METHODS, PlasticityMethod
 from rl_plasticity.metrics import PlasticityProbe
+from rl_plasticity.redo import ReDo
+from rl_plasticity.shrink_perturb import ShrinkPerturb
+from rl_plasticity.weight_clipping import WeightClipping
 
-__all__ = ["ContinualBackprop", "PlasticityProbe"]
+__all__ = ["METHODS", "ContinualBackprop", "L2Init", "PlasticityMethod", "PlasticityProbe", "ReDo",
+           "ShrinkPerturb", "WeightClipping"]
 __version__ = "0.1.0"

@@ -27,18 +27,21 @@ import torch
 from torch import Tensor, nn
 
 from rl_plasticity.cbp_moments import correct_reset_updates, zero_moments
-from rl_plasticity.cbp_options import INITS, OPTION_NAMES, UTILITIES, CBPOptions, InitFn, init_bound
+from rl_plasticity.cbp_options import INITS, OPTION_NAMES, UTILITIES, CBPOptions, InitFn
 from rl_plasticity.cbp_utilities import UTILITY_RULES
 from rl_plasticity.cbp_utilities import debias as _debias
-from rl_plasticity.hooks import capture_inputs, linear_layers
+from rl_plasticity.hooks import capture_inputs, check_linear_chain, linear_layers
+from rl_plasticity.method import PlasticityMethod
+from rl_plasticity.units import draw_rows, reinitialise_units
 
 __all__ = ["INITS", "UTILITIES", "CBPOptions", "ContinualBackprop", "InitFn"]
 
 MAX_PENDING_BATCHES = 64
 
 
-class ContinualBackprop:
-    """Generate-and-test for one MLP; see the module docstring for the algorithm.
+class ContinualBackprop(PlasticityMethod):
+    """Generate-and-test for one MLP; see the module docstring for the algorithm. The plasticity method
+    ``"cbp"`` (`rl_plasticity.method`); it counts its own ``steps`` and keeps its checkpoint format.
 
     Args:
         layers: the consecutive ``nn.Linear`` layers of ONE MLP, input to output. Hidden units are the
@@ -76,6 +79,11 @@ class ContinualBackprop:
         generator: ``torch.Generator`` (CPU) for every random draw. Default: a private generator seeded
             from torch's global RNG, so ``torch.manual_seed`` makes runs reproducible.
     """
+
+    name = "cbp"
+    Options = CBPOptions
+    needs_optimizer = False  # without one, call step() after each update
+    min_layers = 2
 
     def __init__(
         self,
@@ -273,10 +281,9 @@ class ContinualBackprop:
         if self.options.bias_correction:
             mean = self._mean_activation[k][units] / _debias(self.options.decay_rate, age[units])
             outgoing.bias.add_(outgoing.weight[:, units] @ mean)
-        incoming.weight[units] = self._draw_rows(count, incoming).to(incoming.weight)
-        if incoming.bias is not None:
-            incoming.bias[units] = 0.0
-        outgoing.weight[:, units] = 0.0
+        options = self.options
+        rows = draw_rows(count, incoming, options.init, options.nonlinearity, self.generator)
+        reinitialise_units(incoming, outgoing, units, rows)
         if self.options.reset_optimizer_state:
             zero_moments(self.optimizer, self._moments_reset_at, incoming, outgoing, units)
 
@@ -286,15 +293,6 @@ class ContinualBackprop:
         self._recent_births[k].extend([self.steps] * count)
         self.replaced_total[k] += count
         self.last_replaced[k] = units
-
-    def _draw_rows(self, count: int, layer: nn.Linear) -> Tensor:
-        rows = torch.empty(count, layer.in_features)
-        if callable(self.options.init):
-            drawn = self.options.init(rows, layer.in_features)
-            return rows if drawn is None else drawn
-        options = self.options
-        bound = init_bound(options.init, layer.in_features, layer.out_features, options.nonlinearity)
-        return rows.uniform_(-bound, bound, generator=self.generator)
 
     # ------------------------------------------------------------------ inspection and persistence
     def utilities(self) -> list[Tensor]:
@@ -360,6 +358,10 @@ class ContinualBackprop:
         self._handles.clear()
         self.discard_features()
 
+    def statistics(self) -> dict[str, float]:
+        return {"replaced": float(sum(len(units) for units in self.last_replaced)),
+                "replaced_total": float(sum(self.replaced_total))}
+
     def __repr__(self) -> str:
         sizes = [int(b.numel()) for b in self._birth]
         return (
@@ -371,21 +373,7 @@ class ContinualBackprop:
 
 def _validate(layers: list[nn.Linear], optimizer: torch.optim.Optimizer | None, options: CBPOptions) -> None:
     """What the options need of the network and optimizer (`CBPOptions` checks their values)."""
-    if len(layers) < 2:
-        raise ValueError(
-            f"layers: need at least 2 nn.Linear layers (a hidden layer and the layer that consumes it), "
-            f"got {len(layers)}"
-        )
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, nn.Linear):
-            raise ValueError(f"layers[{i}] is a {type(layer).__name__}; every entry must be an nn.Linear")
-    for i, (a, b) in enumerate(zip(layers, layers[1:], strict=False)):
-        if a.out_features != b.in_features:
-            raise ValueError(
-                f"layers do not chain: layers[{i}].out_features={a.out_features} but "
-                f"layers[{i + 1}].in_features={b.in_features}; pass the consecutive Linear layers of ONE "
-                f"MLP, input to output"
-            )
+    check_linear_chain(layers, 2)
     if options.bias_correction and any(layer.bias is None for layer in layers[1:]):
         raise ValueError(
             "bias_correction=True needs a bias on every layer after the first (it compensates the "

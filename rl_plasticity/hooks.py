@@ -14,6 +14,27 @@ def linear_layers(module: nn.Module) -> list[nn.Linear]:
     return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
+def check_linear_chain(layers: Sequence[nn.Linear], minimum: int = 2) -> list[nn.Linear]:
+    """``layers`` as a list, or ValueError unless they are at least ``minimum`` ``nn.Linear`` layers of
+    one MLP that chain (each one's outputs are the next one's inputs)."""
+    layers = list(layers)
+    if len(layers) < minimum:
+        raise ValueError(f"layers: need at least {minimum} nn.Linear layers (a hidden layer and the layer "
+                         f"that consumes it), got {len(layers)}" if minimum == 2 else
+                         f"layers: need at least {minimum} nn.Linear layer(s), got {len(layers)}")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, nn.Linear):
+            raise ValueError(f"layers[{i}] is a {type(layer).__name__}; every entry must be an nn.Linear")
+    for i, (a, b) in enumerate(zip(layers, layers[1:], strict=False)):
+        if a.out_features != b.in_features:
+            raise ValueError(
+                f"layers do not chain: layers[{i}].out_features={a.out_features} but "
+                f"layers[{i + 1}].in_features={b.in_features}; pass the consecutive Linear layers of ONE "
+                f"MLP, input to output"
+            )
+    return layers
+
+
 def capture_inputs(layers: Sequence[nn.Linear],
                    on_input: Callable[[int, Tensor], None]) -> list[RemovableHandle]:
     """Call ``on_input(k, features)`` with the detached input of ``layers[k]`` on every forward pass:

@@ -12,6 +12,8 @@ Every scalar's step is the global env step, so runs of different configs overlay
   parameter change)
 - ``cbp/{policy,value}/layer{k}/replaced`` (cumulative; 0 without CBP) and the histograms
   ``cbp/{policy,value}/layer{k}/utility``
+- ``methods/<method>/{policy,value}/<statistic>`` for every other plasticity method attached (its
+  ``statistics()``: ``reset_total`` for ReDo, ``penalty`` for L2-Init, ``clipped`` for weight clipping, ...)
 - the text ``hyperparameters``: every config key as a Markdown table
 
 Readers match over layers with the ``*_pattern`` functions (regular expressions, for ``re.fullmatch``).
@@ -54,6 +56,15 @@ def cbp_replaced(network: str, layer: int) -> str:
 
 def cbp_utility(network: str, layer: int) -> str:
     return f"cbp/{network}/layer{layer}/utility"
+
+
+def method_statistic(method: str, network: str, statistic: str) -> str:
+    return f"methods/{method}/{network}/{statistic}"
+
+
+def method_statistics_pattern(method: str = r"[^/]+", network: str = ANY_NETWORK) -> str:
+    """Matches every `method_statistic` of ``method`` on ``network`` (any of either by default)."""
+    return rf"methods/{method}/{network}/[^/]+"
 
 
 def plasticity_layers_pattern(network: str, metric: str) -> str:

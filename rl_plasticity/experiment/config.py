@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from agents.method_settings import MethodsSettings
 from agents.settings import PRESETS, CBPSettings, OptimizerSettings, PPOSettings, setting
 from envs.schedules import CHANGE_AT_MODES, SCHEDULE_KINDS
 from rl_plasticity.experiment.yaml_text import DuplicateKeyError, describe_yaml_error, dump_yaml, read_yaml
@@ -114,14 +115,21 @@ class Config:
     ppo: PPOSettings = field(default_factory=PPOSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     cbp: CBPSettings = field(default_factory=CBPSettings)
+    methods: MethodsSettings = field(default_factory=MethodsSettings)
     log: LogConfig = field(default_factory=LogConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
 _CONFIG_HINTS = typing.get_type_hints(Config)
-SECTIONS: dict[str, type] = {
-    f.name: _CONFIG_HINTS[f.name] for f in dataclasses.fields(Config) if f.name != "preset"
-}
+#: sections that hold sections (``methods.redo.tau``)
+GROUPS: dict[str, type] = {"methods": MethodsSettings}
+SECTIONS: dict[str, type] = {}
+for _field in dataclasses.fields(Config):
+    if _field.name in GROUPS:
+        SECTIONS.update({f"{_field.name}.{name}": hint
+                         for name, hint in typing.get_type_hints(GROUPS[_field.name]).items()})
+    elif _field.name != "preset":
+        SECTIONS[_field.name] = _CONFIG_HINTS[_field.name]
 ALL_KEYS = ["preset"] + [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 # Names users bring from CleanRL and Stable-Baselines3, pointed at ours.
 _ALIASES = {
@@ -187,6 +195,7 @@ def parse_override(item: str) -> dict[str, Any]:
 
 def build_config(layers: list[tuple[str, dict[str, Any]]]) -> Config:
     """Merge ``(source, mapping)`` layers over the chosen preset and validate the result."""
+    layers = [(source, _split_groups(mapping, source)) for source, mapping in layers]
     for source, mapping in layers:
         _check_known_keys(mapping, source)
     preset = "dohare"
@@ -206,9 +215,28 @@ def build_config(layers: list[tuple[str, dict[str, Any]]]) -> Config:
             sources.update({f"{section}.{key}": source for key in values})
 
     sections = {name: _build_section(name, cls, merged[name], sources) for name, cls in SECTIONS.items()}
+    for group, cls in GROUPS.items():
+        members = {name.split(".", 1)[1]: sections.pop(name) for name in list(sections)
+                   if name.startswith(f"{group}.")}
+        sections[group] = cls(**members)
     config = Config(preset=preset, **sections)
     _check_consistency(config, sources)
     return config
+
+
+def _split_groups(mapping: dict[str, Any], source: str) -> dict[str, Any]:
+    """``{"methods": {"redo": {...}}}`` as ``{"methods.redo": {...}}``, the way `SECTIONS` names it."""
+    split: dict[str, Any] = {}
+    for section, values in mapping.items():
+        if section not in GROUPS:
+            split[section] = values
+            continue
+        if not isinstance(values, dict):
+            members = ", ".join(n.split(".", 1)[1] for n in SECTIONS if n.startswith(f"{section}."))
+            raise ConfigError(f"{source}: {section!r} must be a mapping of sections ({members}), got "
+                              f"{values!r}")
+        split.update({f"{section}.{name}": inner for name, inner in values.items()})
+    return split
 
 
 def _check_known_keys(mapping: dict[str, Any], source: str) -> None:
@@ -407,7 +435,10 @@ def flat_items(config: Config) -> list[tuple[str, Any]]:
     data = config_to_dict(config)
     items: list[tuple[str, Any]] = [("preset", data.pop("preset"))]
     for section, values in data.items():
-        items += [(f"{section}.{key}", value) for key, value in values.items()]
+        inner = values.items() if section in GROUPS else [(None, values)]
+        for name, members in inner:
+            where = section if name is None else f"{section}.{name}"
+            items += [(f"{where}.{key}", value) for key, value in members.items()]
     return items
 
 

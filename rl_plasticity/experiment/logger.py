@@ -104,6 +104,10 @@ class TrainingLogger:
             replaced = cbp.replaced_total if cbp is not None else [0] * self.hidden_layers
             for k, count in enumerate(replaced):
                 add(tags.cbp_replaced(name, k), count, step)
+        for method, nets in self.agent.methods.items():
+            for network, attached in nets.items():
+                for statistic, value in attached.statistics().items():
+                    add(tags.method_statistic(method, network, statistic), value, step)
 
     def probe(self, step: int, batch_size: int) -> dict[str, dict[str, float]]:
         """Plasticity metrics of both networks on the latest rollout's observations."""

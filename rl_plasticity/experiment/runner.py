@@ -114,7 +114,8 @@ class Trainer:
         try:
             parallel = False if available_cpus() < 2 else run.parallel_networks
             self.agent = PPO(self.envs, config.ppo, config.optimizer, config.cbp,
-                             total_steps=run.total_steps, seed=run.seed, parallel_networks=parallel)
+                             total_steps=run.total_steps, seed=run.seed, parallel_networks=parallel,
+                             methods=config.methods)
         except Exception:
             self.envs.close()
             raise

@@ -1,0 +1,100 @@
+"""The ``methods:`` config section: one sub-section per plasticity method besides CBP (``cbp:`` keeps its
+own section), each with ``enabled``, ``networks`` and the method's options.
+
+The option names are those of the core's ``Options`` dataclass of each method (`rl_plasticity.METHODS`);
+a test keeps the two equal. ``nonlinearity`` is not a key: the PPO passes ``ppo.activation``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from agents.settings import setting
+from rl_plasticity.cbp_options import INITS
+from rl_plasticity.shrink_perturb import TOWARDS
+
+NETWORK_CHOICES = ("both", "policy", "value")
+
+
+def _enabled(what: str) -> Any:
+    return setting(False, f"{what}, on the networks `networks` names")
+
+
+def _networks() -> Any:
+    return setting("both", "the networks it acts on: both, policy (its mean network) or value",
+                   choices=NETWORK_CHOICES)
+
+
+@dataclass
+class MethodSettings:
+    """What every method's section has besides its options."""
+
+    def options(self) -> dict[str, Any]:
+        """The method's keywords: every field but ``enabled`` and ``networks``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("enabled", "networks")}
+
+    def on(self, network: str) -> bool:
+        return self.enabled and self.networks in ("both", network)
+
+
+@dataclass
+class ReDoSettings(MethodSettings):
+    enabled: bool = _enabled("ReDo (Sokar et al. 2023): re-initialise the tau-dormant units every "
+                             "`every` updates")
+    networks: str = _networks()
+    tau: float = setting(0.025, "a unit is dormant when mean|h_i| / mean_j mean|h_j| <= tau (0: exactly "
+                         "inactive)", low=0.0, high=1.0, high_inclusive=False)
+    every: int = setting(1000, "updates (minibatch steps) between two checks", low=1)
+    init: str = setting("lecun", "distribution of a re-initialised unit's incoming weights", choices=INITS)
+    reset_optimizer_state: bool = setting(True, "zero Adam's moments of re-initialised units (as ReDo's "
+                                          "code does)")
+
+
+@dataclass
+class ShrinkPerturbSettings(MethodSettings):
+    enabled: bool = _enabled("shrink and perturb (Ash & Adams 2020): theta <- shrink * theta + "
+                             "perturb * noise every `every` updates")
+    networks: str = _networks()
+    shrink: float = setting(0.999, "factor every parameter is multiplied by", low=0.0, high=1.0,
+                            low_inclusive=False)
+    perturb: float = setting(0.005, "weight of the noise added", low=0.0)
+    every: int = setting(1000, "updates between two applications (1: Plasticine's soft per-step form)",
+                         low=1)
+    toward: str = setting("fresh", "noise: a fresh init draw (the paper) or the initial parameters "
+                          "(Plasticine's soft variant)", choices=TOWARDS)
+    init: str = setting("lecun", "distribution of a fresh draw", choices=INITS)
+
+
+@dataclass
+class WeightClippingSettings(MethodSettings):
+    enabled: bool = _enabled("weight clipping (Elsayed et al. 2024): clamp every weight to "
+                             "+-kappa/sqrt(fan_in) after each update")
+    networks: str = _networks()
+    kappa: float = setting(1.0, "the clipping range in units of 1/sqrt(fan_in)", low=0.0, low_inclusive=False)
+    skip_last: bool = setting(False, "leave the output layer unclipped")
+
+
+@dataclass
+class L2InitSettings(MethodSettings):
+    enabled: bool = _enabled("L2-Init (Kumar et al. 2023): add strength * ||theta - theta_0||^2 to the "
+                             "loss")
+    networks: str = _networks()
+    strength: float = setting(0.01, "the penalty's coefficient", low=0.0)
+
+
+@dataclass
+class MethodsSettings:
+    """Every method's section, by the method's name in `rl_plasticity.METHODS`."""
+
+    redo: ReDoSettings = field(default_factory=ReDoSettings)
+    shrink_perturb: ShrinkPerturbSettings = field(default_factory=ShrinkPerturbSettings)
+    weight_clipping: WeightClippingSettings = field(default_factory=WeightClippingSettings)
+    l2_init: L2InitSettings = field(default_factory=L2InitSettings)
+
+    def enabled(self) -> dict[str, MethodSettings]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name).enabled}
+
+
+__all__ = ["NETWORK_CHOICES", "L2InitSettings", "MethodSettings", "MethodsSettings", "ReDoSettings",
+           "ShrinkPerturbSettings", "WeightClippingSettings"]

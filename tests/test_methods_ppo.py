@@ -1,0 +1,94 @@
+"""The plasticity methods in the PPO: configured under ``methods:``, acting on both networks (or the one
+named), logged as ``methods/<name>/<net>/...``, and resumed exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from conftest import assert_same_state, make_trainer, read_events
+
+from agents.method_settings import MethodsSettings
+from rl_plasticity import METHODS, tags
+from rl_plasticity.experiment.checkpoint import latest_checkpoint
+from rl_plasticity.experiment.config import ConfigError, describe_keys, load_config
+
+TINY = ("env.id=SlipperyHopper-v5", "env.num_envs=2", "ppo.hidden_sizes=[16,16]", "ppo.rollout_steps=128",
+        "ppo.minibatch_size=64", "ppo.epochs=2", "log.probe_every=0", "run.checkpoint_every=512",
+        "run.total_steps=1024")
+ACTING = {  # settings under which each method visibly acts within four PPO updates of a tiny ReLU network
+    "redo": ("methods.redo.every=4", "methods.redo.tau=0.9"),
+    "shrink_perturb": ("methods.shrink_perturb.every=2",),
+    "weight_clipping": ("methods.weight_clipping.kappa=0.2",),
+    "l2_init": ("methods.l2_init.strength=0.1",),
+}
+EVIDENCE = {"redo": "reset_total", "shrink_perturb": "applied", "weight_clipping": "clipped",
+            "l2_init": "penalty"}
+
+
+def test_every_method_has_a_config_section_with_the_cores_options() -> None:
+    sections = {f.name: f.type for f in dataclasses.fields(MethodsSettings)}
+    assert set(sections) == set(METHODS) - {"cbp"} == set(ACTING)
+    settings = MethodsSettings()
+    for name in sections:
+        options = {f.name for f in dataclasses.fields(METHODS[name].Options)} - {"nonlinearity"}
+        assert set(getattr(settings, name).options()) == options, name
+    keys = [row[0] for row in describe_keys()]
+    assert "methods.redo.tau" in keys and "methods.l2_init.networks" in keys
+
+
+@pytest.mark.parametrize("name", sorted(ACTING))
+def test_each_method_acts_on_both_networks_and_is_logged(name: str, tmp_path: Path) -> None:
+    with make_trainer(*TINY, f"methods.{name}.enabled=true", *ACTING[name], run_dir=tmp_path) as trainer:
+        for _ in range(4):
+            trainer.iterate()
+        attached = trainer.agent.methods[name]
+        assert sorted(attached) == ["policy", "value"]
+        for network, method in attached.items():
+            assert method.statistics()[EVIDENCE[name]] > 0, (network, method.statistics())
+    events = read_events(tmp_path)
+    for network in ("policy", "value"):
+        assert tags.method_statistic(name, network, EVIDENCE[name]) in events.Tags()["scalars"]
+
+
+def test_networks_chooses_where_a_method_acts() -> None:
+    with make_trainer(*TINY, "methods.weight_clipping.enabled=true",
+                      "methods.weight_clipping.networks=value") as trainer:
+        assert list(trainer.agent.methods["weight_clipping"]) == ["value"]
+
+
+def test_methods_combine_with_cbp_and_a_run_with_them_resumes_exactly(tmp_path: Path) -> None:
+    every_method = [f"methods.{name}.enabled=true" for name in ACTING]
+    settings = (*TINY, "cbp.enabled=true", "cbp.maturity_threshold=2", "cbp.replacement_rate=0.05",
+                *every_method, *(s for v in ACTING.values() for s in v))
+    with make_trainer(*settings, run_dir=tmp_path / "whole") as trainer:
+        trainer.train(progress=False)
+    with make_trainer(*settings, run_dir=tmp_path / "split") as trainer:
+        for _ in range(2):
+            trainer.iterate()  # a checkpoint at 512, then the run "dies"
+    with make_trainer(*settings, run_dir=tmp_path / "split") as trainer:
+        assert trainer.agent.global_step == 512
+        trainer.train(progress=False)
+    whole, split = (latest_checkpoint(tmp_path / name)[1]["agent"] for name in ("whole", "split"))
+    assert set(whole["methods"]) == set(ACTING)
+    for part in ("policy", "value", "optimizer", "cbp_policy", "cbp_value", "methods"):
+        assert_same_state(whole[part], split[part], part)
+
+
+def test_a_checkpoint_resumes_only_under_the_same_methods(tmp_path: Path) -> None:
+    with make_trainer(*TINY, run_dir=tmp_path) as trainer:
+        trainer.iterate()
+        trainer.save_checkpoint()
+    with pytest.raises(ConfigError, match="different config"):
+        make_trainer(*TINY, "methods.redo.enabled=true", run_dir=tmp_path)
+
+
+def test_method_keys_are_checked_like_every_other_key() -> None:
+    with pytest.raises(ConfigError, match=r"unknown section 'methods.redoo' \(did you mean methods.redo\?\)"):
+        load_config(None, ["methods.redoo.tau=0.1"])
+    with pytest.raises(ConfigError, match="methods.redo.tau = 2.0 is out of range"):
+        load_config(None, ["methods.redo.tau=2"])
+    with pytest.raises(ConfigError, match="must be a mapping of sections"):
+        load_config(None, ["methods=3"])
+    assert load_config(None, ["methods={redo: {enabled: true}}"]).methods.redo.enabled
