@@ -36,8 +36,7 @@ class L2Init(PlasticityMethod):
     name = "l2_init"
     Options = L2InitOptions
 
-    def __init__(self, layers: Any, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
-        super().__init__(layers, optimizer, **kwargs)
+    def setup(self) -> None:
         self._initial = [p.detach().clone() for p in self.parameters()]
         #: ``strength * ||theta - theta_0||^2`` at the last step, before it was taken
         self.penalty = 0.0

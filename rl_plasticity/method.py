@@ -6,9 +6,10 @@ at optimizer steps, to the optimizer, through hooks: nothing in the training loo
 ``statistics()``, a small dict for logging (``methods/<name>/<net>/<key>`` in TensorBoard).
 
 A method is a subclass with a ``name`` and an ``Options`` dataclass (its options, defaults and checks);
-subclassing registers it in `METHODS` under its name. It overrides what it needs of
-``before_update()`` (after the backward pass, before the optimizer step: the gradients are final),
-``after_update()`` (after the step), ``_state()`` / ``_load_state()`` and ``statistics()``.
+subclassing registers it in `METHODS` under its name. It overrides what it needs of ``setup()`` (its
+own state, built at attach time), ``before_update()`` (after the backward pass, before the optimizer
+step: the gradients are final), ``after_update()`` (after the step), ``_state()`` / ``_load_state()``
+and ``statistics()``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class PlasticityMethod:
         #: optimizer steps seen since the method was attached
         self.updates = 0
         self._handles: list[RemovableHandle] = []
+        self.setup()
         if optimizer is not None:
             self._handles.append(optimizer.register_step_pre_hook(lambda *_: self.before_update()))
             self._handles.append(optimizer.register_step_post_hook(lambda *_: self._after_step()))
@@ -67,6 +69,9 @@ class PlasticityMethod:
     def _after_step(self) -> None:
         self.updates += 1
         self.after_update()
+
+    def setup(self) -> None:
+        """The method's own state, built once ``layers``, ``options`` and ``optimizer`` are set."""
 
     def before_update(self) -> None:
         """Runs before every optimizer step, once the gradients are final."""

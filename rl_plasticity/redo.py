@@ -69,8 +69,7 @@ class ReDo(PlasticityMethod):
     Options = ReDoOptions
     min_layers = 2
 
-    def __init__(self, layers: Any, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
-        super().__init__(layers, optimizer, **kwargs)
+    def setup(self) -> None:
         hidden = len(self.layers) - 1
         self._latest: list[Tensor | None] = [None] * hidden
         self.reset_total = [0] * hidden

@@ -64,8 +64,7 @@ class ShrinkPerturb(PlasticityMethod):
     name = "shrink_perturb"
     Options = ShrinkPerturbOptions
 
-    def __init__(self, layers: Any, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
-        super().__init__(layers, optimizer, **kwargs)
+    def setup(self) -> None:
         self._initial = [p.detach().clone() for p in self.parameters()] \
             if self.options.toward == "initial" else None
         self.applied = 0

@@ -36,8 +36,7 @@ class WeightClipping(PlasticityMethod):
     name = "weight_clipping"
     Options = WeightClippingOptions
 
-    def __init__(self, layers: Any, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
-        super().__init__(layers, optimizer, **kwargs)
+    def setup(self) -> None:
         #: entries clamped by the last step
         self.last_clipped = 0
 
