@@ -1,5 +1,6 @@
 """The ``methods:`` config section: one sub-section per plasticity method besides CBP (``cbp:`` keeps its
-own section), each with ``enabled``, ``networks`` and the method's options.
+own section), each with ``enabled``, ``networks`` and the method's options; and `attach_methods`, which
+the PPO uses to put the enabled ones on its networks.
 
 The option names are those of the core's ``Options`` dataclass of each method (`rl_plasticity.METHODS`);
 a test keeps the two equal. ``nonlinearity`` is not a key: the PPO passes ``ppo.activation``.
@@ -10,8 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import torch
+from torch import nn
+
 from agents.settings import setting
+from rl_plasticity import METHODS, PlasticityMethod
 from rl_plasticity.cbp_options import INITS
+from rl_plasticity.hooks import linear_layers
 from rl_plasticity.shrink_perturb import TOWARDS
 
 NETWORK_CHOICES = ("both", "policy", "value")
@@ -96,5 +102,24 @@ class MethodsSettings:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name).enabled}
 
 
+def attach_methods(methods: MethodsSettings | None, networks: dict[str, nn.Module],
+                   optimizer: torch.optim.Optimizer, activation: str, seed: int,
+                   ) -> dict[str, dict[str, PlasticityMethod]]:
+    """Every enabled method on the Linear layers of each network it names: ``{name: {net: method}}``.
+    Each gets its own generator, seeded from ``seed``, the method and the network."""
+    attached: dict[str, dict[str, PlasticityMethod]] = {}
+    for index, (name, settings) in enumerate((methods.enabled() if methods else {}).items()):
+        method = METHODS[name]
+        options = settings.options()
+        if "nonlinearity" in {f.name for f in fields(method.Options)}:
+            options["nonlinearity"] = activation
+        attached[name] = {
+            net: method(linear_layers(mlp), optimizer, **options,
+                        generator=torch.Generator().manual_seed(seed * 1000 + 10 * (index + 1) + k))
+            for k, (net, mlp) in enumerate(networks.items()) if settings.on(net)
+        }
+    return attached
+
+
 __all__ = ["NETWORK_CHOICES", "L2InitSettings", "MethodSettings", "MethodsSettings", "ReDoSettings",
-           "ShrinkPerturbSettings", "WeightClippingSettings"]
+           "ShrinkPerturbSettings", "WeightClippingSettings", "attach_methods"]

@@ -12,7 +12,7 @@ last observation arrives in ``info["final_obs"]`` while ``obs`` already starts t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -21,13 +21,13 @@ import torch
 from torch import Tensor
 
 from agents.advantage import compute_gae
-from agents.method_settings import MethodsSettings
+from agents.method_settings import MethodsSettings, attach_methods
 from agents.network_threads import NetworkThreads
 from agents.networks import FastForward, GaussianPolicy, ValueFunction
 from agents.normalization import ObservationNormalizer, RewardScaler
 from agents.rollout_buffer import RolloutBuffer
 from agents.settings import CBPSettings, OptimizerSettings, PPOSettings
-from rl_plasticity import METHODS, ContinualBackprop, PlasticityMethod
+from rl_plasticity import ContinualBackprop, PlasticityMethod
 from rl_plasticity.hooks import linear_layers
 
 UPDATE_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
@@ -106,7 +106,9 @@ class PPO:
             self.cbp_value = self._attach_cbp(self.value.net, cbp, seed_offset=2)
         #: the other plasticity methods, ``{name: {"policy": method, "value": method}}`` for the networks
         #: each acts on; they hook the same optimizer, after CBP
-        self.methods: dict[str, dict[str, PlasticityMethod]] = self._attach_methods(methods)
+        self.methods: dict[str, dict[str, PlasticityMethod]] = attach_methods(
+            methods, {"policy": self.policy.mean_net, "value": self.value.net}, self.optimizer,
+            settings.activation, seed)
         self._policy_mean_fast = FastForward(self.policy.mean_net, act)
         self.network_threads = NetworkThreads(parallel_networks)
 
@@ -131,21 +133,6 @@ class PPO:
             linear_layers(mlp), self.optimizer, **cbp.options(), nonlinearity=self.settings.activation,
             generator=torch.Generator().manual_seed(self.seed * 1000 + seed_offset),
         )
-
-    def _attach_methods(self, methods: MethodsSettings | None) -> dict[str, dict[str, PlasticityMethod]]:
-        attached: dict[str, dict[str, PlasticityMethod]] = {}
-        networks = {"policy": self.policy.mean_net, "value": self.value.net}
-        for index, (name, settings) in enumerate((methods.enabled() if methods else {}).items()):
-            method = METHODS[name]
-            options = settings.options()
-            if "nonlinearity" in {f.name for f in fields(method.Options)}:
-                options["nonlinearity"] = self.settings.activation
-            attached[name] = {
-                net: method(linear_layers(mlp), self.optimizer, **options,
-                            generator=torch.Generator().manual_seed(self.seed * 1000 + 10 * (index + 1) + k))
-                for k, (net, mlp) in enumerate(networks.items()) if settings.on(net)
-            }
-        return attached
 
     # ------------------------------------------------------------------ rollout
     def _observe(self, obs: np.ndarray) -> np.ndarray:
