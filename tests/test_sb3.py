@@ -25,9 +25,12 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor  # noqa:
 
 from agents.sb3 import (  # noqa: E402
     PlasticityCallback,
+    attach,
     attach_cbp,
     attached_cbp,
+    attached_methods,
     cbp_sidecar_path,
+    detach,
     load_with_cbp,
     network_layers,
     save_with_cbp,
@@ -292,3 +295,23 @@ def test_agents_imports_without_sb3_and_agents_sb3_says_what_to_install() -> Non
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1])
     assert "pip install 'rl-plasticity[sb3]'" in result.stdout
+
+
+# ---------------------------------------------------------------------- the other methods
+def test_any_method_attaches_to_both_networks_and_is_logged(tmp_path: Path) -> None:
+    model = make_model(tensorboard_log=str(tmp_path))
+    clipping = attach(model, "weight_clipping", kappa=0.2)
+    l2 = attach(model, "l2_init", networks=("value",), strength=0.1)
+    assert sorted(clipping) == ["policy", "value"] and list(l2) == ["value"]
+    model.learn(256, callback=PlasticityCallback(probe_every=0))
+    policy_layers, value_layers = network_layers(model.policy)
+    for layer in (*policy_layers, *value_layers):
+        assert layer.weight.abs().max() <= 0.2 / layer.in_features ** 0.5 + 1e-7
+    logged = scalars(tmp_path)
+    assert len(logged["methods/weight_clipping/policy/clipped"]) == 2
+    assert logged["methods/l2_init/value/penalty"][-1] > 0 and "methods/l2_init/policy/penalty" not in logged
+    with pytest.raises(ValueError, match="already has weight_clipping attached"):
+        attach(model, "weight_clipping")
+    assert detach(model, "weight_clipping") is not None and "weight_clipping" not in attached_methods(model)
+    with pytest.raises(ValueError, match="unknown method 'redoo'; the methods are cbp, l2_init, redo"):
+        attach(model, "redoo")

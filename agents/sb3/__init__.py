@@ -22,7 +22,8 @@ This package needs ``stable-baselines3`` (``pip install 'rl-plasticity[sb3]'``);
 It never imports ``envs``: the friction is driven through ``env_method("set_friction", value)`` by name.
 
     networks     the two networks' Linear layers and a plasticity probe on each
-    attach       attach_cbp / attached_cbp / detach_cbp, and the registry of what is attached
+    attach       attach_cbp / attached_cbp / detach_cbp, attach / attached_methods / detach for the other
+                 methods (ReDo, shrink and perturb, weight clipping, L2-Init), and what is attached
     persistence  save_with_cbp / load_with_cbp and the CBP sidecar file
     schedule     the friction schedule the callback can own
     callback     PlasticityCallback
@@ -38,7 +39,7 @@ except ImportError as error:  # pragma: no cover - depends on the optional extra
         "agents.sb3 needs Stable-Baselines3: pip install 'rl-plasticity[sb3]' (or stable-baselines3>=2.3)"
     ) from error
 
-from agents.sb3.attach import CBPPair, attach_cbp, attached_cbp, detach_cbp
+from agents.sb3.attach import CBPPair, attach, attach_cbp, attached_cbp, attached_methods, detach, detach_cbp
 from agents.sb3.callback import PlasticityCallback
 from agents.sb3.networks import network_layers, plasticity_probes
 from agents.sb3.persistence import cbp_sidecar_path, load_with_cbp, save_with_cbp
@@ -48,9 +49,12 @@ __all__ = [
     "CBPPair",
     "FrictionSchedule",
     "PlasticityCallback",
+    "attach",
     "attach_cbp",
     "attached_cbp",
+    "attached_methods",
     "cbp_sidecar_path",
+    "detach",
     "detach_cbp",
     "load_with_cbp",
     "network_layers",

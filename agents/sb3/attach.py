@@ -1,15 +1,17 @@
-"""Attaching one ContinualBackprop to each network of an SB3 model, and finding it again."""
+"""Attaching one ContinualBackprop (or any other plasticity method) to each network of an SB3 model,
+and finding it again."""
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from typing import Any, NamedTuple
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 from torch import nn
 
-from agents.sb3.networks import network_layers
-from rl_plasticity import ContinualBackprop
+from agents.sb3.networks import NETWORKS, network_layers
+from rl_plasticity import METHODS, ContinualBackprop, PlasticityMethod
 
 
 class CBPPair(NamedTuple):
@@ -68,3 +70,54 @@ def detach_cbp(model: BaseAlgorithm) -> CBPPair | None:
         for cbp in pair:
             cbp.remove()
     return pair
+
+
+# ---------------------------------------------------------------------- the other methods
+_METHODS: weakref.WeakKeyDictionary[nn.Module, dict[str, dict[str, PlasticityMethod]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def attach(model: BaseAlgorithm, method: str, networks: tuple[str, ...] = NETWORKS,
+           **options: Any) -> dict[str, PlasticityMethod]:
+    """`attach_cbp`'s counterpart for every other method in `rl_plasticity.METHODS` (``"redo"``,
+    ``"shrink_perturb"``, ``"weight_clipping"``, ``"l2_init"``): one instance per network in ``networks``,
+    hooked to ``policy.optimizer``. Returns ``{network: method}``; `PlasticityCallback` logs their
+    statistics as ``methods/<method>/<network>/...``."""
+    if method == "cbp":
+        raise ValueError("CBP has its own attach: attach_cbp(model, ...)")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; the methods are {', '.join(sorted(METHODS))}")
+    unknown = sorted(set(networks) - set(NETWORKS))
+    if unknown or not networks:
+        raise ValueError(f"networks must name some of {', '.join(NETWORKS)}; got {networks!r}")
+    registry = _METHODS.setdefault(model.policy, {})
+    if method in registry:
+        raise ValueError(f"this model already has {method} attached; call detach(model, {method!r}) first")
+    cls = METHODS[method]
+    if "nonlinearity" in {f.name for f in dataclasses.fields(cls.Options)}:
+        activation = getattr(model.policy, "activation_fn", nn.ReLU)
+        options.setdefault("nonlinearity", "tanh" if activation is nn.Tanh else "relu")
+    layers = dict(zip(NETWORKS, network_layers(model.policy), strict=True))
+    attached: dict[str, PlasticityMethod] = {}
+    try:
+        for network in networks:
+            attached[network] = cls(layers[network], model.policy.optimizer, **options)
+    except Exception:
+        for done in attached.values():
+            done.remove()
+        raise
+    registry[method] = attached
+    return attached
+
+
+def attached_methods(model: BaseAlgorithm) -> dict[str, dict[str, PlasticityMethod]]:
+    """``{method: {network: instance}}`` of what `attach` put on ``model``'s current policy."""
+    return dict(_METHODS.get(model.policy, {}))
+
+
+def detach(model: BaseAlgorithm, method: str) -> dict[str, PlasticityMethod] | None:
+    """Remove ``method``'s hooks from ``model`` (the networks keep their weights); returns what it removed."""
+    removed = _METHODS.get(model.policy, {}).pop(method, None)
+    for instance in (removed or {}).values():
+        instance.remove()
+    return removed

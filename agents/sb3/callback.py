@@ -6,7 +6,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor
 
-from agents.sb3.attach import attached_cbp
+from agents.sb3.attach import attached_cbp, attached_methods
 from agents.sb3.networks import NETWORKS, network_layers, plasticity_probes
 from agents.sb3.schedule import FrictionSchedule, piecewise_schedule
 from rl_plasticity import tags
@@ -88,6 +88,10 @@ class PlasticityCallback(BaseCallback):
             hidden = len(probes[name].layers) - 1
             for k, count in enumerate(cbp.replaced_total if cbp is not None else [0] * hidden):
                 record(tags.cbp_replaced(name, k), count, exclude=self.exclude)
+        for method, nets in attached_methods(self.model).items():
+            for name, instance in nets.items():
+                for statistic, value in instance.statistics().items():
+                    record(tags.method_statistic(method, name, statistic), value, exclude=self.exclude)
         if self.probe_every and (self.rollouts - 1) % self.probe_every == 0:
             observations = obs_as_tensor(self._recent_observations(), self.model.device)
             for name, probe in probes.items():
