@@ -1,0 +1,122 @@
+"""Every plasticity method against plain PPO: what each costs, and how each ranks on the demo protocol.
+
+``--overhead`` times whole training iterations (a 2048-step rollout of Slippery Ant plus the update's
+160 minibatch steps, the paper's preset, CBP and every method on both networks) for plain PPO and for
+PPO with each method, interleaved round by round so that the machine's drift hits all alike, and prints
+each one's steps/s and its cost against plain PPO measured in the same rounds.
+
+``--ranking`` trains ``configs/plasticity_demo/`` (PPO, the paper's PPO+CBP and PPO with each other
+method) for ``--seeds`` seeds with ``rl-plasticity compare`` and tabulates, with 95% bootstrap CIs across
+seeds, retention, final return, and dormant units and approximate rank at the end for both networks.
+
+    python benchmarks/methods.py --overhead --rounds 6
+    python benchmarks/methods.py --ranking --seeds 5 --logdir runs/methods --out docs/methods_ranking.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rl_plasticity.experiment.config import load_config
+from rl_plasticity.experiment.runner import Trainer
+from rl_plasticity.experiment.runs import final_return, layer_mean_at_end, load_runs, retention
+from rl_plasticity.experiment.statistics import SeedStatistics
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "plasticity_demo"
+RANKED = ["ppo", "paper_cbp", "redo", "shrink_perturb", "weight_clipping", "l2_init"]
+PAPER_SCALE = ["preset=dohare", "env.id=SlipperyAnt-v5", "env.num_envs=1", "log.probe_every=0",
+               "log.histogram_every=0", "run.checkpoint_every=1000000000", "run.total_steps=100000000"]
+OVERHEAD = {  # each acting at its published period; CBP at the paper's settings
+    "ppo": [],
+    "cbp": ["cbp.enabled=true", "cbp.maturity_threshold=0"],
+    "redo": ["methods.redo.enabled=true", "methods.redo.every=160"],
+    "shrink_perturb": ["methods.shrink_perturb.enabled=true", "methods.shrink_perturb.every=1"],
+    "weight_clipping": ["methods.weight_clipping.enabled=true"],
+    "l2_init": ["methods.l2_init.enabled=true"],
+}
+
+
+def overhead(rounds: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as logdir:
+        trainers = {name: Trainer(load_config(None, PAPER_SCALE + extra), Path(logdir) / name)
+                    for name, extra in OVERHEAD.items()}
+        for trainer in trainers.values():
+            trainer.iterate()  # warm-up: first allocations, first Adam state
+        seconds: dict[str, list[float]] = {name: [] for name in trainers}
+        for _ in range(rounds):
+            for name, trainer in trainers.items():
+                started = time.perf_counter()
+                trainer.iterate()
+                seconds[name].append(time.perf_counter() - started)
+        steps = trainers["ppo"].agent.batch_size
+        for trainer in trainers.values():
+            trainer.close()
+    base = statistics.median(seconds["ppo"])
+    print(f"{rounds} interleaved rounds of one iteration each ({steps} env steps + "
+          f"{trainers['ppo'].agent.settings.epochs * steps // trainers['ppo'].agent.settings.minibatch_size} "
+          f"minibatch updates), {threads} torch thread(s):")
+    print("| agent | median s per iteration | steps/s | cost vs plain PPO (median of per-round ratios) |")
+    print("|---|---|---|---|")
+    for name, times in seconds.items():
+        ratios = [t / p for t, p in zip(times, seconds["ppo"], strict=True)]
+        cost = 100 * (statistics.median(ratios) - 1)
+        print(f"| {name} | {statistics.median(times):.2f} | {steps / statistics.median(times):,.0f} | "
+              f"{cost:+.1f}% (rounds {min(ratios):.2f}-{max(ratios):.2f}x) |")
+    print(f"plain PPO: {steps / base:,.0f} steps/s")
+
+
+def ranking(seeds: int, workers: int, logdir: Path, out: Path | None) -> None:
+    paths = [DEMO / f"{name}.yaml" for name in RANKED]
+    command = [sys.executable, "-m", "rl_plasticity", "compare", *map(str, paths), "--seeds", str(seeds),
+               "--workers", str(workers), "--logdir", str(logdir)]
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    grouped = load_runs(logdir)
+    lines = ["| agent | seeds | retention, mean [95% CI] | retention IQM [CI] | final return [CI] | "
+             "policy dormant | policy approx. rank | value dormant | value approx. rank |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in RANKED:
+        runs = grouped.get(name, [])
+        cells = [SeedStatistics.of(layer_mean_at_end(run, net, metric) for run in runs).format_mean(3)
+                 for net in ("policy", "value") for metric in ("dormant_fraction", "approx_rank")]
+        kept = SeedStatistics.of(retention(run) for run in runs)
+        finals = SeedStatistics.of(final_return(run) for run in runs)
+        lines.append(f"| {name} | {kept.count} | {kept.format_mean()} | {kept.format_iqm()} | "
+                     f"{finals.format_mean(0)} | {' | '.join(cells)} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out is not None:
+        out.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--overhead", action="store_true")
+    parser.add_argument("--ranking", action="store_true")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--logdir", type=Path, default=Path("runs/methods"))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if not (args.overhead or args.ranking):
+        parser.error("pass --overhead, --ranking or both")
+    if args.overhead:
+        overhead(args.rounds, args.threads)
+    if args.ranking:
+        ranking(args.seeds, args.workers, args.logdir, args.out)
+
+
+if __name__ == "__main__":
+    main()
