@@ -90,6 +90,21 @@ class L2InitSettings(MethodSettings):
 
 
 @dataclass
+class ResetSettings(MethodSettings):
+    enabled: bool = _enabled("resets (Nikishin et al. 2022): re-initialise the last `last_layers` layers "
+                             "every `every` updates and/or at each change of the physics")
+    networks: str = _networks()
+    last_layers: int = setting(1, "layers reset, counted from the output (0: the whole network)", low=0)
+    every: int = setting(200_000, "updates between two resets (0: only at changes, with at_change)", low=0)
+    at_change: bool = setting(False, "also reset whenever the drifting physics parameter changes (at the "
+                              "next rollout boundary)")
+    init: str = setting("lecun", "distribution of the redrawn weights", choices=INITS)
+
+    def options(self) -> dict[str, Any]:
+        return {key: value for key, value in super().options().items() if key != "at_change"}
+
+
+@dataclass
 class MethodsSettings:
     """Every method's section, by the method's name in `rl_plasticity.METHODS`."""
 
@@ -97,6 +112,7 @@ class MethodsSettings:
     shrink_perturb: ShrinkPerturbSettings = field(default_factory=ShrinkPerturbSettings)
     weight_clipping: WeightClippingSettings = field(default_factory=WeightClippingSettings)
     l2_init: L2InitSettings = field(default_factory=L2InitSettings)
+    reset: ResetSettings = field(default_factory=ResetSettings)
 
     def enabled(self) -> dict[str, MethodSettings]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name).enabled}
@@ -122,4 +138,4 @@ def attach_methods(methods: MethodsSettings | None, networks: dict[str, nn.Modul
 
 
 __all__ = ["NETWORK_CHOICES", "L2InitSettings", "MethodSettings", "MethodsSettings", "ReDoSettings",
-           "ShrinkPerturbSettings", "WeightClippingSettings", "attach_methods"]
+           "ResetSettings", "ShrinkPerturbSettings", "WeightClippingSettings", "attach_methods"]

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rl_plasticity.cbp_moments import correct_reset_updates, zero_moments
+from rl_plasticity.cbp_moments import correct_reset_updates, restored_resets, saved_resets, zero_moments
 from rl_plasticity.cbp_options import INITS, OPTION_NAMES, UTILITIES, CBPOptions, InitFn
 from rl_plasticity.cbp_utilities import UTILITY_RULES
 from rl_plasticity.cbp_utilities import debias as _debias
@@ -315,15 +315,8 @@ class ContinualBackprop(PlasticityMethod):
             "replaced_total": list(self.replaced_total),
             "generator_state": self.generator.get_state(),
             "uniform_pool": list(self._uniform_pool),
-            "moments_reset_at": self._reset_state(),
+            "moments_reset_at": saved_resets(self._moments_reset_at, self.parameters()),
         }
-
-    def _parameters(self) -> list[nn.Parameter]:
-        return [p for layer in self.layers for p in (layer.weight, layer.bias) if p is not None]
-
-    def _reset_state(self) -> list[Tensor | None]:
-        return [self._moments_reset_at[p].clone() if p in self._moments_reset_at else None
-                for p in self._parameters()]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         sizes = [int(b.numel()) for b in self._birth]
@@ -343,9 +336,8 @@ class ContinualBackprop(PlasticityMethod):
         self.generator.set_state(state["generator_state"])
         self._uniform_pool = [float(u) for u in state["uniform_pool"]]
         # Checkpoints from before per-entry ages have none: their reset entries follow torch's count.
-        saved_resets = state.get("moments_reset_at") or [None] * len(self._parameters())
-        self._moments_reset_at = {p: r.clone() for p, r in zip(self._parameters(), saved_resets, strict=True)
-                                  if r is not None}
+        saved = state.get("moments_reset_at") or [None] * len(self.parameters())
+        self._moments_reset_at = restored_resets(self.parameters(), saved)
         for k in range(self.num_hidden_layers):
             young = self._birth[k][self._birth[k] >= self.steps - self.options.maturity_threshold]
             self._recent_births[k] = deque(sorted(int(b) for b in young if b > 0 or self.steps == 0))

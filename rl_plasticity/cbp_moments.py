@@ -64,4 +64,15 @@ def correct_reset_updates(optimizer: torch.optim.Optimizer, reset_at: dict[nn.Pa
                 del reset_at[param]
 
 
-__all__ = ["adam_like", "correct_reset_updates", "zero_moments"]
+def saved_resets(reset_at: dict[nn.Parameter, Tensor], parameters: list[nn.Parameter]) -> list[Tensor | None]:
+    """``reset_at`` as a list in the order of ``parameters`` (None where nothing was reset): for a
+    ``state_dict``, which must not hold the parameters themselves."""
+    return [reset_at[p].clone() if p in reset_at else None for p in parameters]
+
+
+def restored_resets(parameters: list[nn.Parameter], saved: list[Tensor | None]) -> dict[nn.Parameter, Tensor]:
+    """The inverse of `saved_resets`."""
+    return {p: r.clone() for p, r in zip(parameters, saved, strict=True) if r is not None}
+
+
+__all__ = ["adam_like", "correct_reset_updates", "restored_resets", "saved_resets", "zero_moments"]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rl_plasticity.cbp_moments import correct_reset_updates, zero_moments
+from rl_plasticity.cbp_moments import correct_reset_updates, restored_resets, saved_resets, zero_moments
 from rl_plasticity.cbp_options import INITS, InitFn
 from rl_plasticity.hooks import capture_inputs
 from rl_plasticity.method import PlasticityMethod
@@ -113,15 +113,13 @@ class ReDo(PlasticityMethod):
     def _state(self) -> dict[str, Any]:
         return {"reset_total": list(self.reset_total), "last_reset": list(self.last_reset),
                 "dormant_fraction": self.dormant_fraction,
-                "moments_reset_at": [self._moments_reset_at[p].clone() if p in self._moments_reset_at
-                                     else None for p in self.parameters()]}
+                "moments_reset_at": saved_resets(self._moments_reset_at, self.parameters())}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.reset_total = [int(n) for n in state["reset_total"]]
         self.last_reset = [int(n) for n in state["last_reset"]]
         self.dormant_fraction = float(state["dormant_fraction"])
-        self._moments_reset_at = {p: r.clone() for p, r in zip(self.parameters(), state["moments_reset_at"],
-                                                               strict=True) if r is not None}
+        self._moments_reset_at = restored_resets(self.parameters(), state["moments_reset_at"])
         self._latest = [None] * len(self._latest)
 
 

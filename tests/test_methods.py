@@ -11,7 +11,7 @@ import torch
 from conftest import linears, mlp, train_step
 from torch import nn
 
-from rl_plasticity import METHODS, ContinualBackprop, L2Init, ReDo, ShrinkPerturb, WeightClipping
+from rl_plasticity import METHODS, ContinualBackprop, L2Init, ReDo, Reset, ShrinkPerturb, WeightClipping
 from rl_plasticity.redo import dormant_units
 
 
@@ -152,6 +152,32 @@ def test_l2_init_is_the_gradient_of_the_squared_distance_to_the_initial_paramete
     assert 0 < method.penalty < 0.05 * distance * 1.5
 
 
+# ---------------------------------------------------------------------- resets
+@pytest.mark.parametrize("layers", [1, 0])
+def test_reset_reinitialises_the_last_layers_and_their_moments(layers: int) -> None:
+    net = mlp(6, 8, 8, 3)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    method = Reset(linears(net), optimizer, last_layers=layers, every=4, init="lecun",
+                   generator=torch.Generator().manual_seed(5))
+    x, y = torch.randn(16, 6), torch.randn(16, 3)
+    for _ in range(3):
+        train_step(net, optimizer, x, y)
+    before = [layer.weight.detach().clone() for layer in linears(net)]
+    train_step(net, optimizer, x, y)  # the fourth step, then the reset
+    assert method.statistics() == {"resets": 1.0}
+    replay = torch.Generator().manual_seed(5)
+    reset = linears(net)[-layers:] if layers else linears(net)
+    for index, layer in enumerate(linears(net)):
+        if layer in reset:
+            bound = math.sqrt(3 / layer.in_features)
+            fresh = torch.empty(layer.weight.shape).uniform_(-bound, bound, generator=replay)
+            assert torch.equal(layer.weight.detach(), fresh) and not layer.bias.detach().any()
+            assert not optimizer.state[layer.weight]["exp_avg"].any()
+        else:
+            assert not torch.equal(layer.weight.detach(), before[index])  # trained, not reset
+            assert optimizer.state[layer.weight]["exp_avg"].any()
+
+
 # ---------------------------------------------------------------------- the contract, for every method
 ACTIVE = {  # options under which each method acts within a few steps of a tiny network
     "cbp": {"replacement_rate": 0.2, "maturity_threshold": 1},
@@ -159,6 +185,7 @@ ACTIVE = {  # options under which each method acts within a few steps of a tiny 
     "shrink_perturb": {"every": 2, "shrink": 0.9, "perturb": 0.1},
     "weight_clipping": {"kappa": 0.3},
     "l2_init": {"strength": 0.1},
+    "reset": {"last_layers": 1, "every": 3},
 }
 
 

@@ -22,9 +22,10 @@ ACTING = {  # settings under which each method visibly acts within four PPO upda
     "shrink_perturb": ("methods.shrink_perturb.every=2",),
     "weight_clipping": ("methods.weight_clipping.kappa=0.2",),
     "l2_init": ("methods.l2_init.strength=0.1",),
+    "reset": ("methods.reset.every=8",),
 }
 EVIDENCE = {"redo": "reset_total", "shrink_perturb": "applied", "weight_clipping": "clipped",
-            "l2_init": "penalty"}
+            "l2_init": "penalty", "reset": "resets"}
 
 
 def test_every_method_has_a_config_section_with_the_cores_options() -> None:
@@ -92,3 +93,13 @@ def test_method_keys_are_checked_like_every_other_key() -> None:
     with pytest.raises(ConfigError, match="must be a mapping of sections"):
         load_config(None, ["methods=3"])
     assert load_config(None, ["methods={redo: {enabled: true}}"]).methods.redo.enabled
+
+
+def test_a_reset_at_each_physics_change() -> None:
+    with make_trainer(*TINY, "env.change_every=600", "env.change_at=immediate", "methods.reset.enabled=true",
+                      "methods.reset.every=0", "methods.reset.at_change=true") as trainer:
+        seen = []
+        for _ in range(4):  # 512 steps of each of 2 copies, whose friction changes after 300 each
+            trainer.iterate()
+            seen.append(trainer.agent.methods["reset"]["policy"].resets)
+        assert seen == [0, 0, 1, 1]

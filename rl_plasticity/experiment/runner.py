@@ -208,7 +208,11 @@ class Trainer:
         self._check_finite(stats, step)
         self.recent_returns.extend(e.episodic_return for e in rollout.episodes)
         self.episodes_seen += len(rollout.episodes)
-        self.physics = physics_values(rollout.last_info) or self.physics
+        physics = physics_values(rollout.last_info) or self.physics
+        if self.physics and physics != self.physics and self.config.methods.reset.at_change:
+            for method in self.agent.methods.get("reset", {}).values():
+                method.reset_now()
+        self.physics = physics
 
         if self.logger is not None:
             log = self.config.log
