@@ -9,7 +9,7 @@ a test keeps the two equal. ``nonlinearity`` is not a key: the PPO passes ``ppo.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -35,6 +35,8 @@ def _networks() -> Any:
 @dataclass
 class MethodSettings:
     """What every method's section has besides its options."""
+
+    architecture: ClassVar[bool] = False  # True: it shapes the networks instead of attaching to them
 
     def options(self) -> dict[str, Any]:
         """The method's keywords: every field but ``enabled`` and ``networks``."""
@@ -105,6 +107,15 @@ class ResetSettings(MethodSettings):
 
 
 @dataclass
+class LayerNormSettings(MethodSettings):
+    """Not a hooked method but the networks' architecture: the PPO builds them with it."""
+
+    architecture = True
+    enabled: bool = _enabled("LayerNorm (Lyle et al. 2024) before each hidden activation")
+    networks: str = _networks()
+
+
+@dataclass
 class MethodsSettings:
     """Every method's section, by the method's name in `rl_plasticity.METHODS`."""
 
@@ -113,9 +124,12 @@ class MethodsSettings:
     weight_clipping: WeightClippingSettings = field(default_factory=WeightClippingSettings)
     l2_init: L2InitSettings = field(default_factory=L2InitSettings)
     reset: ResetSettings = field(default_factory=ResetSettings)
+    layer_norm: LayerNormSettings = field(default_factory=LayerNormSettings)
 
     def enabled(self) -> dict[str, MethodSettings]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name).enabled}
+        """The enabled methods that attach by hooks (not the architecture options such as layer_norm)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name).enabled and not getattr(self, f.name).architecture}
 
 
 def attach_methods(methods: MethodsSettings | None, networks: dict[str, nn.Module],
@@ -137,5 +151,6 @@ def attach_methods(methods: MethodsSettings | None, networks: dict[str, nn.Modul
     return attached
 
 
-__all__ = ["NETWORK_CHOICES", "L2InitSettings", "MethodSettings", "MethodsSettings", "ReDoSettings",
-           "ResetSettings", "ShrinkPerturbSettings", "WeightClippingSettings", "attach_methods"]
+__all__ = ["NETWORK_CHOICES", "L2InitSettings", "LayerNormSettings", "MethodSettings", "MethodsSettings",
+           "ReDoSettings", "ResetSettings", "ShrinkPerturbSettings", "WeightClippingSettings",
+           "attach_methods"]

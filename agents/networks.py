@@ -16,13 +16,15 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def build_mlp(in_features: int, hidden_sizes: Sequence[int], out_features: int,
-              activation: str) -> nn.Sequential:
-    """``Linear, act, Linear, act, ..., Linear``: every Linear is a layer CBP and the probes can attach to."""
+              activation: str, layer_norm: bool = False) -> nn.Sequential:
+    """``Linear, act, Linear, act, ..., Linear``: every Linear is a layer CBP and the probes can attach to.
+    With ``layer_norm``, a LayerNorm before each hidden activation (Lyle et al. 2024), so CBP, ReDo and the
+    probes still see the post-activation features."""
     module_type, _ = _ACTIVATIONS[activation]
     layers: list[nn.Module] = []
     width = in_features
     for hidden in hidden_sizes:
-        layers += [nn.Linear(width, hidden), module_type()]
+        layers += [nn.Linear(width, hidden), *([nn.LayerNorm(hidden)] if layer_norm else []), module_type()]
         width = hidden
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
@@ -55,9 +57,9 @@ class GaussianPolicy(nn.Module):
     """A diagonal Gaussian whose mean is an MLP of the observation and whose log-std is a free parameter."""
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: Sequence[int], activation: str,
-                 init: str, log_std_init: float) -> None:
+                 init: str, log_std_init: float, layer_norm: bool = False) -> None:
         super().__init__()
-        self.mean_net = build_mlp(obs_dim, hidden_sizes, action_dim, activation)
+        self.mean_net = build_mlp(obs_dim, hidden_sizes, action_dim, activation, layer_norm)
         initialize(self.mean_net, init, output_gain=0.01)
         self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)))
 
@@ -77,9 +79,10 @@ class GaussianPolicy(nn.Module):
 class ValueFunction(nn.Module):
     """State value V(s) as an MLP with one output."""
 
-    def __init__(self, obs_dim: int, hidden_sizes: Sequence[int], activation: str, init: str) -> None:
+    def __init__(self, obs_dim: int, hidden_sizes: Sequence[int], activation: str, init: str,
+                 layer_norm: bool = False) -> None:
         super().__init__()
-        self.net = build_mlp(obs_dim, hidden_sizes, 1, activation)
+        self.net = build_mlp(obs_dim, hidden_sizes, 1, activation, layer_norm)
         initialize(self.net, init, output_gain=1.0)
 
     def forward(self, obs: Tensor) -> Tensor:
@@ -103,12 +106,22 @@ class FastForward:
     def refresh(self) -> None:
         self.params = [(layer.weight.detach().numpy().T, layer.bias.detach().numpy())
                        for layer in linear_layers(self.mlp)]
+        norms = [m for m in self.mlp if isinstance(m, nn.LayerNorm)]
+        self.norms = [(m.weight.detach().numpy(), m.bias.detach().numpy(), m.eps) for m in norms] or None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         *hidden, (weight_t, bias) = self.params
-        for w_t, b in hidden:
-            x = self.activation(x @ w_t + b)
+        for k, (w_t, b) in enumerate(hidden):
+            x = x @ w_t + b
+            if self.norms is not None:
+                x = _layer_norm(x, *self.norms[k])
+            x = self.activation(x)
         return x @ weight_t + bias
+
+
+def _layer_norm(x: np.ndarray, gain: np.ndarray, shift: np.ndarray, eps: float) -> np.ndarray:
+    centred = x - x.mean(-1, keepdims=True)
+    return centred / np.sqrt(np.square(centred).mean(-1, keepdims=True) + eps) * gain + shift
 
 
 def _relu_inplace(x: np.ndarray) -> np.ndarray:

@@ -30,9 +30,10 @@ EVIDENCE = {"redo": "reset_total", "shrink_perturb": "applied", "weight_clipping
 
 def test_every_method_has_a_config_section_with_the_cores_options() -> None:
     sections = {f.name: f.type for f in dataclasses.fields(MethodsSettings)}
-    assert set(sections) == set(METHODS) - {"cbp"} == set(ACTING)
     settings = MethodsSettings()
-    for name in sections:
+    hooked = {name for name in sections if not getattr(settings, name).architecture}
+    assert hooked == set(METHODS) - {"cbp"} == set(ACTING) and set(sections) - hooked == {"layer_norm"}
+    for name in hooked:
         options = {f.name for f in dataclasses.fields(METHODS[name].Options)} - {"nonlinearity"}
         assert set(getattr(settings, name).options()) == options, name
     keys = [row[0] for row in describe_keys()]
@@ -60,7 +61,7 @@ def test_networks_chooses_where_a_method_acts() -> None:
 
 
 def test_methods_combine_with_cbp_and_a_run_with_them_resumes_exactly(tmp_path: Path) -> None:
-    every_method = [f"methods.{name}.enabled=true" for name in ACTING]
+    every_method = [f"methods.{name}.enabled=true" for name in (*ACTING, "layer_norm")]
     settings = (*TINY, "cbp.enabled=true", "cbp.maturity_threshold=2", "cbp.replacement_rate=0.05",
                 *every_method, *(s for v in ACTING.values() for s in v))
     with make_trainer(*settings, run_dir=tmp_path / "whole") as trainer:
@@ -103,3 +104,27 @@ def test_a_reset_at_each_physics_change() -> None:
             trainer.iterate()
             seen.append(trainer.agent.methods["reset"]["policy"].resets)
         assert seen == [0, 0, 1, 1]
+
+
+def test_layer_norm_goes_before_each_hidden_activation_of_the_networks_it_names() -> None:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    with make_trainer(*TINY, "preset=dohare", "methods.layer_norm.enabled=true",
+                      "methods.layer_norm.networks=value", "cbp.enabled=true") as trainer:
+        value, policy = trainer.agent.value.net, trainer.agent.policy.mean_net
+        kinds = [type(m).__name__ for m in value]
+        assert kinds == ["Linear", "LayerNorm", "ReLU", "Linear", "LayerNorm", "ReLU", "Linear"]
+        assert not any(isinstance(m, nn.LayerNorm) for m in policy)
+        trainer.iterate()
+        # The rollout's numpy forward agrees with torch's, LayerNorm included.
+        with make_trainer(*TINY, "methods.layer_norm.enabled=true") as normed:
+            from agents.networks import FastForward
+
+            fast = FastForward(normed.agent.policy.mean_net, normed.config.ppo.activation)
+            x = np.random.default_rng(0).normal(size=(5, normed.agent.obs_dim)).astype(np.float32)
+            with torch.no_grad():
+                expected = normed.agent.policy.mean_net(torch.from_numpy(x)).numpy()
+            np.testing.assert_allclose(fast(x.copy()), expected, rtol=1e-5, atol=1e-6)
+
