@@ -107,6 +107,25 @@ class ResetSettings(MethodSettings):
 
 
 @dataclass
+class ParsevalSettings(MethodSettings):
+    enabled: bool = _enabled("Parseval regularisation (Chung et al. 2024): add strength * "
+                             "||W W^T - scale I||_F^2 of every hidden layer to the loss")
+    networks: str = _networks()
+    strength: float = setting(1e-3, "the penalty's coefficient", low=0.0)
+    scale: float = setting(1.0, "the target W W^T = scale * I", low=0.0, low_inclusive=False)
+    include_last: bool = setting(False, "regularise the output layer too")
+
+
+@dataclass
+class WeightProjectionSettings(MethodSettings):
+    enabled: bool = _enabled("weight projection, NaP's second half (Lyle et al. 2024): rescale every "
+                             "weight matrix to its initial norm every `every` updates; with "
+                             "methods.layer_norm it is NaP")
+    networks: str = _networks()
+    every: int = setting(1, "updates between two projections", low=1)
+
+
+@dataclass
 class LayerNormSettings(MethodSettings):
     """Not a hooked method but the networks' architecture: the PPO builds them with it."""
 
@@ -124,6 +143,8 @@ class MethodsSettings:
     weight_clipping: WeightClippingSettings = field(default_factory=WeightClippingSettings)
     l2_init: L2InitSettings = field(default_factory=L2InitSettings)
     reset: ResetSettings = field(default_factory=ResetSettings)
+    parseval: ParsevalSettings = field(default_factory=ParsevalSettings)
+    weight_projection: WeightProjectionSettings = field(default_factory=WeightProjectionSettings)
     layer_norm: LayerNormSettings = field(default_factory=LayerNormSettings)
 
     def enabled(self) -> dict[str, MethodSettings]:
@@ -152,5 +173,5 @@ def attach_methods(methods: MethodsSettings | None, networks: dict[str, nn.Modul
 
 
 __all__ = ["NETWORK_CHOICES", "L2InitSettings", "LayerNormSettings", "MethodSettings", "MethodsSettings",
-           "ReDoSettings", "ResetSettings", "ShrinkPerturbSettings", "WeightClippingSettings",
-           "attach_methods"]
+           "ParsevalSettings", "ReDoSettings", "ResetSettings", "ShrinkPerturbSettings",
+           "WeightClippingSettings", "WeightProjectionSettings", "attach_methods"]

@@ -11,7 +11,17 @@ import torch
 from conftest import linears, mlp, train_step
 from torch import nn
 
-from rl_plasticity import METHODS, ContinualBackprop, L2Init, ReDo, Reset, ShrinkPerturb, WeightClipping
+from rl_plasticity import (
+    METHODS,
+    ContinualBackprop,
+    L2Init,
+    Parseval,
+    ReDo,
+    Reset,
+    ShrinkPerturb,
+    WeightClipping,
+    WeightProjection,
+)
 from rl_plasticity.redo import dormant_units
 
 
@@ -152,6 +162,45 @@ def test_l2_init_is_the_gradient_of_the_squared_distance_to_the_initial_paramete
     assert 0 < method.penalty < 0.05 * distance * 1.5
 
 
+# ---------------------------------------------------------------------- Parseval, weight projection
+def test_parseval_is_the_gradient_of_the_orthogonality_penalty_on_the_hidden_layers() -> None:
+    net = mlp(4, 6, 5, 2)
+    reference = copy.deepcopy(net)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+    method = Parseval(linears(net), optimizer, strength=0.02, scale=0.5)
+    reference_optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
+    x, y = torch.randn(8, 4), torch.randn(8, 2)
+    for _ in range(3):
+        train_step(net, optimizer, x, y)
+        hidden = linears(reference)[:-1]  # the head is left out by default
+        penalty = sum((w.weight @ w.weight.T - 0.5 * torch.eye(w.out_features)).square().sum()
+                      for w in hidden)
+        loss = (reference(x) - y).pow(2).mean() + 0.02 * penalty
+        reference_optimizer.zero_grad()
+        loss.backward()
+        reference_optimizer.step()
+    for a, b in zip(net.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert method.penalty > 0
+
+
+def test_weight_projection_keeps_each_weight_matrix_at_its_initial_norm() -> None:
+    net = mlp(4, 6, 2)
+    initial = [float(torch.linalg.matrix_norm(layer.weight.detach())) for layer in linears(net)]
+    biases = [layer.bias.detach().clone() for layer in linears(net)]
+    optimizer = frozen_optimizer(net)
+    method = WeightProjection(linears(net), optimizer, every=2)
+    with torch.no_grad():
+        linears(net)[0].weight.mul_(3.0)
+    train_step(net, optimizer, torch.randn(8, 4), torch.randn(8, 2))
+    assert float(torch.linalg.matrix_norm(linears(net)[0].weight.detach())) == pytest.approx(3 * initial[0])
+    train_step(net, optimizer, torch.randn(8, 4), torch.randn(8, 2))
+    for layer, norm, bias in zip(linears(net), initial, biases, strict=True):
+        assert float(torch.linalg.matrix_norm(layer.weight.detach())) == pytest.approx(norm, rel=1e-6)
+        assert torch.equal(layer.bias.detach(), bias)
+    assert method.statistics()["rescale"] == pytest.approx(1 / 3, rel=1e-6)
+
+
 # ---------------------------------------------------------------------- resets
 @pytest.mark.parametrize("layers", [1, 0])
 def test_reset_reinitialises_the_last_layers_and_their_moments(layers: int) -> None:
@@ -186,6 +235,8 @@ ACTIVE = {  # options under which each method acts within a few steps of a tiny 
     "weight_clipping": {"kappa": 0.3},
     "l2_init": {"strength": 0.1},
     "reset": {"last_layers": 1, "every": 3},
+    "parseval": {"strength": 0.01},
+    "weight_projection": {"every": 2},
 }
 
 

@@ -23,9 +23,11 @@ ACTING = {  # settings under which each method visibly acts within four PPO upda
     "weight_clipping": ("methods.weight_clipping.kappa=0.2",),
     "l2_init": ("methods.l2_init.strength=0.1",),
     "reset": ("methods.reset.every=8",),
+    "parseval": (),
+    "weight_projection": (),
 }
 EVIDENCE = {"redo": "reset_total", "shrink_perturb": "applied", "weight_clipping": "clipped",
-            "l2_init": "penalty", "reset": "resets"}
+            "l2_init": "penalty", "reset": "resets", "parseval": "penalty", "weight_projection": "rescale"}
 
 
 def test_every_method_has_a_config_section_with_the_cores_options() -> None:

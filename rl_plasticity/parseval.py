@@ -1,0 +1,75 @@
+"""Parseval regularisation (Chung, Cherif, Meger and Precup, "Parseval Regularization for Continual
+Reinforcement Learning", NeurIPS 2024).
+
+Adds ``strength * sum_l ||W_l W_l^T - scale * I||_F^2`` to the loss, over the weight matrices of every
+layer but the output head (``include_last`` adds it), which keeps each layer's rows close to orthogonal.
+As for L2-Init the loss is untouched: before every optimizer step the term's gradient
+``4 * strength * (W W^T - scale * I) W`` is added to each weight's gradient. Defaults: ``strength``
+1e-3, ``scale`` 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from rl_plasticity.method import PlasticityMethod
+
+
+@dataclass
+class ParsevalOptions:
+    """Attributes:
+        strength: the penalty's coefficient, >= 0.
+        scale: the target ``W W^T = scale * I``, > 0.
+        include_last: regularise the output layer too.
+    """
+
+    strength: float = 1e-3
+    scale: float = 1.0
+    include_last: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.strength) and self.strength >= 0):
+            raise ValueError(f"strength must be >= 0, got {self.strength!r}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be > 0, got {self.scale!r}")
+
+
+class Parseval(PlasticityMethod):
+    name = "parseval"
+    Options = ParsevalOptions
+
+    def setup(self) -> None:
+        #: the penalty at the last step, before it was taken
+        self.penalty = 0.0
+
+    def regularised_layers(self) -> list[nn.Linear]:
+        return list(self.layers) if self.options.include_last else self.layers[:-1]
+
+    @torch.no_grad()
+    def before_update(self) -> None:
+        strength, scale, penalty = self.options.strength, self.options.scale, 0.0
+        for layer in self.regularised_layers():
+            weight = layer.weight
+            gap = weight @ weight.T - scale * torch.eye(weight.shape[0], dtype=weight.dtype)
+            penalty += float(gap.square().sum())
+            if weight.grad is None:
+                weight.grad = torch.zeros_like(weight)
+            weight.grad.add_(gap @ weight, alpha=4.0 * strength)
+        self.penalty = strength * penalty
+
+    def statistics(self) -> dict[str, float]:
+        return {"penalty": self.penalty}
+
+    def _state(self) -> dict[str, Any]:
+        return {"penalty": self.penalty}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.penalty = float(state["penalty"])
+
+
+__all__ = ["Parseval", "ParsevalOptions"]
