@@ -78,8 +78,8 @@ def overhead(rounds: int, threads: int) -> None:
     print(f"plain PPO: {steps / base:,.0f} steps/s")
 
 
-def ranking(seeds: int, workers: int, logdir: Path, out: Path | None) -> None:
-    paths = [DEMO / f"{name}.yaml" for name in RANKED]
+def ranking(agents: list[str], seeds: int, workers: int, logdir: Path, out: Path | None) -> None:
+    paths = [DEMO / f"{name}.yaml" for name in agents]
     command = [sys.executable, "-m", "rl_plasticity", "compare", *map(str, paths), "--seeds", str(seeds),
                "--workers", str(workers), "--logdir", str(logdir)]
     print(" ".join(command), flush=True)
@@ -88,7 +88,7 @@ def ranking(seeds: int, workers: int, logdir: Path, out: Path | None) -> None:
     lines = ["| agent | seeds | retention, mean [95% CI] | retention IQM [CI] | final return [CI] | "
              "policy dormant | policy approx. rank | value dormant | value approx. rank |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name in RANKED:
+    for name in agents:
         runs = grouped.get(name, [])
         cells = [SeedStatistics.of(layer_mean_at_end(run, net, metric) for run in runs).format_mean(3)
                  for net in ("policy", "value") for metric in ("dormant_fraction", "approx_rank")]
@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--ranking", action="store_true")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--agents", nargs="+", default=RANKED, choices=RANKED,
+                        help="configs/plasticity_demo/<agent>.yaml to rank (default: all)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--logdir", type=Path, default=Path("runs/methods"))
@@ -119,7 +121,7 @@ def main() -> None:
     if args.overhead:
         overhead(args.rounds, args.threads)
     if args.ranking:
-        ranking(args.seeds, args.workers, args.logdir, args.out)
+        ranking(args.agents, args.seeds, args.workers, args.logdir, args.out)
 
 
 if __name__ == "__main__":
