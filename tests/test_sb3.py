@@ -313,5 +313,7 @@ def test_any_method_attaches_to_both_networks_and_is_logged(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="already has weight_clipping attached"):
         attach(model, "weight_clipping")
     assert detach(model, "weight_clipping") is not None and "weight_clipping" not in attached_methods(model)
-    with pytest.raises(ValueError, match="unknown method 'redoo'; the methods are cbp, l2_init, redo"):
+    listed = ("unknown method 'redoo'; the methods are l2_init, parseval, redo, reset, shrink_perturb, "
+              "weight_clipping, weight_projection \\(and cbp, through attach_cbp\\)")
+    with pytest.raises(ValueError, match=listed):
         attach(model, "redoo")

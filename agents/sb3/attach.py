@@ -80,13 +80,15 @@ _METHODS: weakref.WeakKeyDictionary[nn.Module, dict[str, dict[str, PlasticityMet
 def attach(model: BaseAlgorithm, method: str, networks: tuple[str, ...] = NETWORKS,
            **options: Any) -> dict[str, PlasticityMethod]:
     """`attach_cbp`'s counterpart for every other method in `rl_plasticity.METHODS` (``"redo"``,
-    ``"shrink_perturb"``, ``"weight_clipping"``, ``"l2_init"``): one instance per network in ``networks``,
+    ``"shrink_perturb"``, ``"weight_clipping"``, ``"l2_init"``, ``"reset"``, ``"parseval"``,
+    ``"weight_projection"``): one instance per network in ``networks``,
     hooked to ``policy.optimizer``. Returns ``{network: method}``; `PlasticityCallback` logs their
     statistics as ``methods/<method>/<network>/...``."""
     if method == "cbp":
         raise ValueError("CBP has its own attach: attach_cbp(model, ...)")
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; the methods are {', '.join(sorted(METHODS))}")
+        others = ", ".join(sorted(set(METHODS) - {"cbp"}))
+        raise ValueError(f"unknown method {method!r}; the methods are {others} (and cbp, through attach_cbp)")
     unknown = sorted(set(networks) - set(NETWORKS))
     if unknown or not networks:
         raise ValueError(f"networks must name some of {', '.join(NETWORKS)}; got {networks!r}")
