@@ -135,6 +135,17 @@ class LayerNormSettings(MethodSettings):
 
 
 @dataclass
+class CReLUSettings(MethodSettings):
+    """Not a hooked method but the networks' architecture: the PPO builds them with it."""
+
+    architecture = True
+    enabled: bool = _enabled("CReLU (Abbas et al. 2023) as each hidden activation: cat(relu(x), relu(-x)), "
+                             "so the next layer sees twice the width (ppo.activation relu only; not with "
+                             "CBP or ReDo, whose units would feed two features each)")
+    networks: str = _networks()
+
+
+@dataclass
 class MethodsSettings:
     """Every method's section, by the method's name in `rl_plasticity.METHODS`."""
 
@@ -146,11 +157,31 @@ class MethodsSettings:
     parseval: ParsevalSettings = field(default_factory=ParsevalSettings)
     weight_projection: WeightProjectionSettings = field(default_factory=WeightProjectionSettings)
     layer_norm: LayerNormSettings = field(default_factory=LayerNormSettings)
+    crelu: CReLUSettings = field(default_factory=CReLUSettings)
+
+    def conflict(self, activation: str, cbp_enabled: bool) -> str | None:
+        """Why these settings cannot build or train the networks, naming the fix, or None."""
+        if not self.crelu.enabled:
+            return None
+        if activation != "relu":
+            return (f"methods.crelu replaces ReLU but ppo.activation = {activation}; set ppo.activation: "
+                    f"relu or disable methods.crelu")
+        on_units = [f"methods.{name}" for name, settings in self.enabled().items()
+                    if METHODS[name].acts_on_units and _overlap(settings, self.crelu)]
+        on_units += ["cbp"] if cbp_enabled else []
+        if on_units:
+            return (f"methods.crelu does not combine with {' and '.join(on_units)}: they re-initialise "
+                    f"hidden units, and a CReLU unit feeds two features; disable one of them")
+        return None
 
     def enabled(self) -> dict[str, MethodSettings]:
         """The enabled methods that attach by hooks (not the architecture options such as layer_norm)."""
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if getattr(self, f.name).enabled and not getattr(self, f.name).architecture}
+
+
+def _overlap(a: MethodSettings, b: MethodSettings) -> bool:
+    return any(a.on(net) and b.on(net) for net in ("policy", "value"))
 
 
 def attach_methods(methods: MethodsSettings | None, networks: dict[str, nn.Module],
@@ -172,6 +203,7 @@ def attach_methods(methods: MethodsSettings | None, networks: dict[str, nn.Modul
     return attached
 
 
-__all__ = ["NETWORK_CHOICES", "L2InitSettings", "LayerNormSettings", "MethodSettings", "MethodsSettings",
+__all__ = ["NETWORK_CHOICES", "CReLUSettings", "L2InitSettings", "LayerNormSettings", "MethodSettings",
+           "MethodsSettings",
            "ParsevalSettings", "ReDoSettings", "ResetSettings", "ShrinkPerturbSettings",
            "WeightClippingSettings", "WeightProjectionSettings", "attach_methods"]

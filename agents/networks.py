@@ -15,17 +15,29 @@ _ACTIVATIONS = {"relu": (nn.ReLU, torch.relu), "tanh": (nn.Tanh, torch.tanh)}
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
+class ConcatenatedReLU(nn.Module):
+    """CReLU (Abbas et al. 2023, after Shang et al. 2016): ``cat(relu(x), relu(-x))`` on the last axis.
+    Every pre-activation reaches the next layer through one half or the other, so no unit can go dead;
+    the next layer sees twice the width."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat((torch.relu(x), torch.relu(-x)), dim=-1)
+
+
 def build_mlp(in_features: int, hidden_sizes: Sequence[int], out_features: int,
-              activation: str, layer_norm: bool = False) -> nn.Sequential:
+              activation: str, layer_norm: bool = False, crelu: bool = False) -> nn.Sequential:
     """``Linear, act, Linear, act, ..., Linear``: every Linear is a layer CBP and the probes can attach to.
     With ``layer_norm``, a LayerNorm before each hidden activation (Lyle et al. 2024), so CBP, ReDo and the
-    probes still see the post-activation features."""
-    module_type, _ = _ACTIVATIONS[activation]
+    probes still see the post-activation features. With ``crelu`` (ReLU networks only), each hidden
+    activation is `ConcatenatedReLU`, so each Linear after the first takes twice its predecessor's width."""
+    if crelu and activation != "relu":
+        raise ValueError(f"crelu replaces ReLU; it does not apply to activation {activation!r}")
+    module_type = ConcatenatedReLU if crelu else _ACTIVATIONS[activation][0]
     layers: list[nn.Module] = []
     width = in_features
     for hidden in hidden_sizes:
         layers += [nn.Linear(width, hidden), *([nn.LayerNorm(hidden)] if layer_norm else []), module_type()]
-        width = hidden
+        width = 2 * hidden if crelu else hidden
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
 
@@ -57,9 +69,9 @@ class GaussianPolicy(nn.Module):
     """A diagonal Gaussian whose mean is an MLP of the observation and whose log-std is a free parameter."""
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: Sequence[int], activation: str,
-                 init: str, log_std_init: float, layer_norm: bool = False) -> None:
+                 init: str, log_std_init: float, layer_norm: bool = False, crelu: bool = False) -> None:
         super().__init__()
-        self.mean_net = build_mlp(obs_dim, hidden_sizes, action_dim, activation, layer_norm)
+        self.mean_net = build_mlp(obs_dim, hidden_sizes, action_dim, activation, layer_norm, crelu)
         initialize(self.mean_net, init, output_gain=0.01)
         self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)))
 
@@ -80,9 +92,9 @@ class ValueFunction(nn.Module):
     """State value V(s) as an MLP with one output."""
 
     def __init__(self, obs_dim: int, hidden_sizes: Sequence[int], activation: str, init: str,
-                 layer_norm: bool = False) -> None:
+                 layer_norm: bool = False, crelu: bool = False) -> None:
         super().__init__()
-        self.net = build_mlp(obs_dim, hidden_sizes, 1, activation, layer_norm)
+        self.net = build_mlp(obs_dim, hidden_sizes, 1, activation, layer_norm, crelu)
         initialize(self.net, init, output_gain=1.0)
 
     def forward(self, obs: Tensor) -> Tensor:
@@ -100,7 +112,8 @@ class FastForward:
 
     def __init__(self, mlp: nn.Sequential, activation: str) -> None:
         self.mlp = mlp
-        self.activation = {"relu": _relu_inplace, "tanh": _tanh_inplace}[activation]
+        crelu = any(isinstance(m, ConcatenatedReLU) for m in mlp)
+        self.activation = _crelu if crelu else {"relu": _relu_inplace, "tanh": _tanh_inplace}[activation]
         self.refresh()
 
     def refresh(self) -> None:
@@ -126,6 +139,10 @@ def _layer_norm(x: np.ndarray, gain: np.ndarray, shift: np.ndarray, eps: float) 
 
 def _relu_inplace(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0, out=x)
+
+
+def _crelu(x: np.ndarray) -> np.ndarray:
+    return np.concatenate((np.maximum(x, 0.0), np.maximum(-x, 0.0)), axis=-1)
 
 
 def _tanh_inplace(x: np.ndarray) -> np.ndarray:

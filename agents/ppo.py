@@ -88,11 +88,17 @@ class PPO:
         self.generator = torch.Generator().manual_seed(seed)
 
         hidden, act = settings.hidden_sizes, settings.activation
-        norm = methods.layer_norm if methods is not None else None
+        methods = methods if methods is not None else MethodsSettings()
+        cbp_enabled = cbp is not None and cbp.enabled
+        problem = methods.conflict(act, cbp_enabled)
+        if problem:
+            raise ValueError(problem)
+        norm, crelu = methods.layer_norm, methods.crelu
         self.policy = GaussianPolicy(self.obs_dim, self.action_dim, hidden, act, settings.init,
-                                     settings.log_std_init, layer_norm=bool(norm and norm.on("policy")))
-        self.value = ValueFunction(self.obs_dim, hidden, act, settings.init,
-                                   layer_norm=bool(norm and norm.on("value")))
+                                     settings.log_std_init, layer_norm=norm.on("policy"),
+                                     crelu=crelu.on("policy"))
+        self.value = ValueFunction(self.obs_dim, hidden, act, settings.init, layer_norm=norm.on("value"),
+                                   crelu=crelu.on("value"))
         self._policy_params = list(self.policy.parameters())
         self._value_params = list(self.value.parameters())
         # One Adam over everything, as in the paper; the fused CPU kernel is the fastest of torch's three.

@@ -32,7 +32,7 @@ from rl_plasticity.experiment.statistics import SeedStatistics
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "plasticity_demo"
 RANKED = ["ppo", "paper_cbp", "redo", "shrink_perturb", "weight_clipping", "l2_init", "reset", "parseval",
-          "nap"]
+          "nap", "crelu"]
 PAPER_SCALE = ["preset=dohare", "env.id=SlipperyAnt-v5", "env.num_envs=1", "log.probe_every=0",
                "log.histogram_every=0", "run.checkpoint_every=1000000000", "run.total_steps=100000000"]
 OVERHEAD = {  # each acting at its published period; CBP at the paper's settings
@@ -45,6 +45,7 @@ OVERHEAD = {  # each acting at its published period; CBP at the paper's settings
     "reset": ["methods.reset.enabled=true", "methods.reset.every=160"],  # a reset every iteration
     "parseval": ["methods.parseval.enabled=true"],
     "nap": ["methods.layer_norm.enabled=true", "methods.weight_projection.enabled=true"],
+    "crelu": ["methods.crelu.enabled=true"],  # an architecture: its cost is the wider layers' arithmetic
 }
 
 

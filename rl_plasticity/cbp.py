@@ -84,6 +84,7 @@ class ContinualBackprop(PlasticityMethod):
     Options = CBPOptions
     needs_optimizer = False  # without one, call step() after each update
     min_layers = 2
+    acts_on_units = True
 
     def __init__(
         self,

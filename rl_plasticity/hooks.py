@@ -14,9 +14,12 @@ def linear_layers(module: nn.Module) -> list[nn.Linear]:
     return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
-def check_linear_chain(layers: Sequence[nn.Linear], minimum: int = 2) -> list[nn.Linear]:
-    """``layers`` as a list, or ValueError unless they are at least ``minimum`` ``nn.Linear`` layers of
-    one MLP that chain (each one's outputs are the next one's inputs)."""
+def check_linear_chain(layers: Sequence[nn.Linear], minimum: int = 2,
+                       chained: bool = True) -> list[nn.Linear]:
+    """``layers`` as a list, or ValueError unless they are at least ``minimum`` ``nn.Linear`` layers and,
+    with ``chained``, of one MLP that chain (each one's outputs are the next one's inputs). Methods that
+    act on each weight matrix alone pass ``chained=False``: between CReLU layers, say, the next layer's
+    inputs are twice the previous one's outputs."""
     layers = list(layers)
     if len(layers) < minimum:
         raise ValueError(f"layers: need at least {minimum} nn.Linear layers (a hidden layer and the layer "
@@ -26,7 +29,7 @@ def check_linear_chain(layers: Sequence[nn.Linear], minimum: int = 2) -> list[nn
         if not isinstance(layer, nn.Linear):
             raise ValueError(f"layers[{i}] is a {type(layer).__name__}; every entry must be an nn.Linear")
     for i, (a, b) in enumerate(zip(layers, layers[1:], strict=False)):
-        if a.out_features != b.in_features:
+        if chained and a.out_features != b.in_features:
             raise ValueError(
                 f"layers do not chain: layers[{i}].out_features={a.out_features} but "
                 f"layers[{i + 1}].in_features={b.in_features}; pass the consecutive Linear layers of ONE "

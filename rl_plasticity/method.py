@@ -37,6 +37,9 @@ class PlasticityMethod:
     needs_optimizer: ClassVar[bool] = True
     #: the fewest Linear layers it works on (2 for methods that act on hidden units)
     min_layers: ClassVar[int] = 1
+    #: whether it acts on hidden units, each one a row of a layer and the matching column of the next, so
+    #: the layers must chain (ReDo, CBP); methods on each weight matrix alone also take CReLU networks
+    acts_on_units: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -45,7 +48,7 @@ class PlasticityMethod:
 
     def __init__(self, layers: Sequence[nn.Linear], optimizer: torch.optim.Optimizer | None = None, *,
                  generator: torch.Generator | None = None, **options: Any) -> None:
-        self.layers: list[nn.Linear] = check_linear_chain(layers, self.min_layers)
+        self.layers: list[nn.Linear] = check_linear_chain(layers, self.min_layers, self.acts_on_units)
         known = {f.name for f in dataclasses.fields(self.Options)}
         unknown = sorted(set(options) - known)
         if unknown:

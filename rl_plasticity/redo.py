@@ -68,6 +68,7 @@ class ReDo(PlasticityMethod):
     name = "redo"
     Options = ReDoOptions
     min_layers = 2
+    acts_on_units = True
 
     def setup(self) -> None:
         hidden = len(self.layers) - 1

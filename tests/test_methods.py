@@ -158,7 +158,8 @@ def test_l2_init_is_the_gradient_of_the_squared_distance_to_the_initial_paramete
         reference_optimizer.step()
     for a, b in zip(net.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    distance = sum(float((p - p0).square().sum()) for p, p0 in zip(net.parameters(), initial, strict=True))
+    distance = sum(float((p.detach() - p0).square().sum())
+                   for p, p0 in zip(net.parameters(), initial, strict=True))
     assert 0 < method.penalty < 0.05 * distance * 1.5
 
 
@@ -293,3 +294,16 @@ def test_options_are_checked_by_name_and_value(name: str) -> None:
             METHODS[name](linears(net), optimizer).load_state_dict(
                 METHODS[other](linears(mlp(3, 4, 1)), torch.optim.SGD(mlp(3, 4, 1).parameters(), 0.1))
                 .state_dict())
+
+
+def test_weight_methods_take_layers_that_do_not_chain_and_unit_methods_refuse_them() -> None:
+    net = nn.Sequential(nn.Linear(4, 8), nn.Linear(16, 8), nn.Linear(16, 2))  # the shapes of a CReLU MLP
+    layers = linears(net)
+    optimizer = torch.optim.Adam(net.parameters())
+    for method in METHODS.values():
+        if method.acts_on_units:
+            with pytest.raises(ValueError, match="layers do not chain"):
+                method(layers, optimizer)
+        else:
+            method(layers, optimizer).remove()
+    assert {name for name, method in METHODS.items() if method.acts_on_units} == {"cbp", "redo"}

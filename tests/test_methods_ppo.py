@@ -34,7 +34,8 @@ def test_every_method_has_a_config_section_with_the_cores_options() -> None:
     sections = {f.name: f.type for f in dataclasses.fields(MethodsSettings)}
     settings = MethodsSettings()
     hooked = {name for name in sections if not getattr(settings, name).architecture}
-    assert hooked == set(METHODS) - {"cbp"} == set(ACTING) and set(sections) - hooked == {"layer_norm"}
+    assert hooked == set(METHODS) - {"cbp"} == set(ACTING)
+    assert set(sections) - hooked == {"layer_norm", "crelu"}
     for name in hooked:
         options = {f.name for f in dataclasses.fields(METHODS[name].Options)} - {"nonlinearity"}
         assert set(getattr(settings, name).options()) == options, name
@@ -130,3 +131,57 @@ def test_layer_norm_goes_before_each_hidden_activation_of_the_networks_it_names(
                 expected = normed.agent.policy.mean_net(torch.from_numpy(x)).numpy()
             np.testing.assert_allclose(fast(x.copy()), expected, rtol=1e-5, atol=1e-6)
 
+
+
+def test_crelu_concatenates_both_halves_and_leaves_no_unit_dead() -> None:
+    import numpy as np
+    import torch
+
+    from agents.networks import ConcatenatedReLU, FastForward
+
+    with make_trainer(*TINY, "methods.crelu.enabled=true", "methods.crelu.networks=policy",
+                      "log.probe_every=128") as trainer:
+        policy, value = trainer.agent.policy.mean_net, trainer.agent.value.net
+        assert [type(m).__name__ for m in policy] == ["Linear", "ConcatenatedReLU"] * 2 + ["Linear"]
+        assert [m.in_features for m in policy if isinstance(m, torch.nn.Linear)] == [11, 32, 32]
+        assert not any(isinstance(m, ConcatenatedReLU) for m in value)
+        x = torch.randn(300, 16)
+        features = ConcatenatedReLU()(x)
+        torch.testing.assert_close(features, torch.cat((x.clamp(min=0), (-x).clamp(min=0)), dim=1))
+        # each pre-activation passes through exactly one half, so every unit is active on some input
+        assert ((features[:, :16] > 0) ^ (features[:, 16:] > 0)).all()
+        trainer.iterate()  # trains and probes the 32-wide features of the 16 units
+        obs = np.random.default_rng(0).normal(size=(5, trainer.agent.obs_dim)).astype(np.float32)
+        with torch.no_grad():
+            expected = policy(torch.from_numpy(obs)).numpy()
+        np.testing.assert_allclose(FastForward(policy, "relu")(obs.copy()), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_crelu_takes_the_weight_methods_and_resumes_exactly(tmp_path: Path) -> None:
+    settings = (*TINY, "methods.crelu.enabled=true", *(f"methods.{name}.enabled=true" for name in
+                ("shrink_perturb", "weight_clipping", "l2_init", "parseval", "weight_projection")),
+                "methods.shrink_perturb.every=2")
+    with make_trainer(*settings, run_dir=tmp_path / "whole") as trainer:
+        trainer.train(progress=False)
+        assert trainer.agent.methods["shrink_perturb"]["value"].statistics()["applied"] > 0
+    with make_trainer(*settings, run_dir=tmp_path / "split") as trainer:
+        for _ in range(2):
+            trainer.iterate()
+    with make_trainer(*settings, run_dir=tmp_path / "split") as trainer:
+        trainer.train(progress=False)
+    whole, split = (latest_checkpoint(tmp_path / name)[1]["agent"] for name in ("whole", "split"))
+    for part in ("policy", "value", "optimizer", "methods"):
+        assert_same_state(whole[part], split[part], part)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (("cbp.enabled=true",), "methods.crelu does not combine with cbp"),
+    (("methods.redo.enabled=true", "methods.redo.networks=value"), "does not combine with methods.redo"),
+    (("ppo.activation=tanh",), "methods.crelu replaces ReLU but ppo.activation = tanh"),
+])
+def test_crelu_refuses_what_it_cannot_serve(settings: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["methods.crelu.enabled=true", *settings])
+    # on separate networks, ReDo and CReLU do combine
+    load_config(None, ["methods.crelu.enabled=true", "methods.crelu.networks=policy",
+                       "methods.redo.enabled=true", "methods.redo.networks=value"])

@@ -407,6 +407,9 @@ def _check_consistency(config: Config, sources: dict[str, str]) -> None:
     if low > high:
         raise ConfigError(f"{sources.get('env.friction_range', 'defaults')}: env.friction_range = "
                           f"[{low}, {high}] is inverted; write [low, high]")
+    problem = config.methods.conflict(ppo.activation, config.cbp.enabled)
+    if problem:
+        raise ConfigError(f"{sources.get('methods.crelu.enabled', 'defaults')}: {problem}")
 
 
 def _nearest_divisor(batch: int, wanted: int) -> int:
