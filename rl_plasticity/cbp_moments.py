@@ -42,26 +42,36 @@ def zero_moments(optimizer: torch.optim.Optimizer, reset_at: dict[nn.Parameter, 
 @torch.no_grad()
 def correct_reset_updates(optimizer: torch.optim.Optimizer, reset_at: dict[nn.Parameter, Tensor]) -> None:
     """Redo the last Adam update of every reset entry with bias corrections for its own age; entries
-    past the age where both corrections agree are forgotten."""
+    past the age where both corrections agree are forgotten. Only the reset entries are gathered and
+    computed on: a few rows and columns of each matrix, where the whole matrix would cost most of a
+    minibatch step."""
     for group in optimizer.param_groups:
         beta1, beta2 = group["betas"]
+        # Past ~40 / (1 - beta) steps the two corrections agree to float precision.
+        horizon = 40.0 / (1.0 - max(beta1, beta2))
         for param in group["params"]:
             entries = reset_at.get(param)
             state = optimizer.state.get(param, {})
             if entries is None or "step" not in state:
                 continue
             step = float(state["step"])
-            age = (step - entries).clamp(min=1.0).to(param.device)
-            mask = (entries >= 0).to(param.device)
-            m, v, eps, lr = state["exp_avg"], state["exp_avg_sq"], group["eps"], group["lr"]
+            flat = entries.view(-1)
+            active = torch.nonzero(flat >= 0).squeeze(1)
+            reset_step = flat[active]
+            age = (step - reset_step).clamp(min=1.0)
+            on_device = active.to(param.device)
+            m = state["exp_avg"].view(-1)[on_device]
+            v = state["exp_avg_sq"].view(-1)[on_device]
+            eps, lr = group["eps"], group["lr"]
             applied = m / (1 - beta1 ** step) / (v.sqrt() / math.sqrt(1 - beta2 ** step) + eps)
+            age = age.to(param.device)
             wanted = m / (1 - beta1 ** age) / (v.sqrt() / torch.sqrt(1 - beta2 ** age) + eps)
-            param.add_(torch.where(mask, applied - wanted, torch.zeros_like(m)), alpha=lr)
-            # Past ~40 / (1 - beta) steps the two corrections agree to float precision.
-            horizon = 40.0 / (1.0 - max(beta1, beta2))
-            entries[(entries >= 0) & (entries < step - horizon)] = -1.0
-            if not bool((entries >= 0).any()):
+            param.view(-1).index_add_(0, on_device, applied - wanted, alpha=lr)
+            stale = reset_step < step - horizon
+            if bool(stale.all()):
                 del reset_at[param]
+            elif bool(stale.any()):
+                flat[active[stale]] = -1.0
 
 
 def saved_resets(reset_at: dict[nn.Parameter, Tensor], parameters: list[nn.Parameter]) -> list[Tensor | None]:
