@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rl_plasticity.cbp_moments import correct_reset_updates, restored_resets, saved_resets, zero_moments
+from rl_plasticity.cbp_moments import MomentResets
 from rl_plasticity.cbp_options import INITS, OPTION_NAMES, UTILITIES, CBPOptions, InitFn
 from rl_plasticity.cbp_utilities import UTILITY_RULES
 from rl_plasticity.cbp_utilities import debias as _debias
@@ -128,8 +128,8 @@ class ContinualBackprop(PlasticityMethod):
         self._scratch: list[tuple[Tensor, Tensor, Tensor, Tensor] | None] = [None for _ in widths]
 
         self._handles = capture_inputs(self.layers[1:], self._capture)
-        # Optimizer step count at which each entry's moments were last zeroed (-1: never), per parameter.
-        self._moments_reset_at: dict[nn.Parameter, Tensor] = {}
+        # Optimizer step count at which each entry's moments were last zeroed, per parameter.
+        self._moments_reset_at = MomentResets()
         if optimizer is not None:
             self._handles.append(optimizer.register_step_post_hook(lambda *_: self._after_optimizer_step()))
 
@@ -148,7 +148,7 @@ class ContinualBackprop(PlasticityMethod):
 
     def _after_optimizer_step(self) -> None:
         if self._moments_reset_at:
-            correct_reset_updates(self.optimizer, self._moments_reset_at)
+            self._moments_reset_at.correct(self.optimizer)
         self.step()
 
     @classmethod
@@ -286,7 +286,7 @@ class ContinualBackprop(PlasticityMethod):
         rows = draw_rows(count, incoming, options.init, options.nonlinearity, self.generator)
         reinitialise_units(incoming, outgoing, units, rows)
         if self.options.reset_optimizer_state:
-            zero_moments(self.optimizer, self._moments_reset_at, incoming, outgoing, units)
+            self._moments_reset_at.zero_units(self.optimizer, incoming, outgoing, units)
 
         self._utility[k][units] = 0.0
         self._mean_activation[k][units] = 0.0
@@ -316,7 +316,7 @@ class ContinualBackprop(PlasticityMethod):
             "replaced_total": list(self.replaced_total),
             "generator_state": self.generator.get_state(),
             "uniform_pool": list(self._uniform_pool),
-            "moments_reset_at": saved_resets(self._moments_reset_at, self.parameters()),
+            "moments_reset_at": self._moments_reset_at.saved(self.parameters()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -338,7 +338,7 @@ class ContinualBackprop(PlasticityMethod):
         self._uniform_pool = [float(u) for u in state["uniform_pool"]]
         # Checkpoints from before per-entry ages have none: their reset entries follow torch's count.
         saved = state.get("moments_reset_at") or [None] * len(self.parameters())
-        self._moments_reset_at = restored_resets(self.parameters(), saved)
+        self._moments_reset_at = MomentResets.restored(self.parameters(), saved)
         for k in range(self.num_hidden_layers):
             young = self._birth[k][self._birth[k] >= self.steps - self.options.maturity_threshold]
             self._recent_births[k] = deque(sorted(int(b) for b in young if b > 0 or self.steps == 0))

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rl_plasticity.cbp_moments import correct_reset_updates, restored_resets, saved_resets, zero_moments
+from rl_plasticity.cbp_moments import MomentResets
 from rl_plasticity.cbp_options import INITS, InitFn
 from rl_plasticity.hooks import capture_inputs
 from rl_plasticity.method import PlasticityMethod
@@ -78,7 +78,7 @@ class ReDo(PlasticityMethod):
         self.last_reset = [0] * hidden
         #: fraction of tau-dormant units at the last check, over all hidden layers
         self.dormant_fraction = math.nan
-        self._moments_reset_at: dict[nn.Parameter, Tensor] = {}
+        self._moments_reset_at = MomentResets()
         self._handles += capture_inputs(self.layers[1:], self._capture)
 
     def _capture(self, k: int, features: Tensor) -> None:
@@ -88,7 +88,7 @@ class ReDo(PlasticityMethod):
     @torch.no_grad()
     def after_update(self) -> None:
         if self._moments_reset_at:
-            correct_reset_updates(self.optimizer, self._moments_reset_at)
+            self._moments_reset_at.correct(self.optimizer)
         if self.updates % self.options.every or any(f is None for f in self._latest):
             return
         options, dormant, units_seen = self.options, 0, 0
@@ -102,7 +102,7 @@ class ReDo(PlasticityMethod):
             rows = draw_rows(len(units), incoming, options.init, options.nonlinearity, self.generator)
             reinitialise_units(incoming, outgoing, units, rows)
             if options.reset_optimizer_state and self.optimizer is not None:
-                zero_moments(self.optimizer, self._moments_reset_at, incoming, outgoing, units)
+                self._moments_reset_at.zero_units(self.optimizer, incoming, outgoing, units)
             self.reset_total[k] += len(units)
         self.dormant_fraction = dormant / units_seen
         self._latest = [None] * len(self._latest)
@@ -114,13 +114,13 @@ class ReDo(PlasticityMethod):
     def _state(self) -> dict[str, Any]:
         return {"reset_total": list(self.reset_total), "last_reset": list(self.last_reset),
                 "dormant_fraction": self.dormant_fraction,
-                "moments_reset_at": saved_resets(self._moments_reset_at, self.parameters())}
+                "moments_reset_at": self._moments_reset_at.saved(self.parameters())}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.reset_total = [int(n) for n in state["reset_total"]]
         self.last_reset = [int(n) for n in state["last_reset"]]
         self.dormant_fraction = float(state["dormant_fraction"])
-        self._moments_reset_at = restored_resets(self.parameters(), state["moments_reset_at"])
+        self._moments_reset_at = MomentResets.restored(self.parameters(), state["moments_reset_at"])
         self._latest = [None] * len(self._latest)
 
 

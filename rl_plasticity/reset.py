@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from rl_plasticity.cbp_moments import adam_like, correct_reset_updates, restored_resets, saved_resets
+from rl_plasticity.cbp_moments import MomentResets
 from rl_plasticity.cbp_options import INITS, init_bound
 from rl_plasticity.method import PlasticityMethod
 
@@ -53,14 +53,14 @@ class Reset(PlasticityMethod):
 
     def setup(self) -> None:
         self.resets = 0
-        self._moments_reset_at: dict[nn.Parameter, Tensor] = {}
+        self._moments_reset_at = MomentResets()
 
     def reset_layers(self) -> list[nn.Linear]:
         return self.layers[-self.options.last_layers:] if self.options.last_layers else list(self.layers)
 
     def after_update(self) -> None:
         if self._moments_reset_at:
-            correct_reset_updates(self.optimizer, self._moments_reset_at)
+            self._moments_reset_at.correct(self.optimizer)
         if self.options.every and self.updates % self.options.every == 0:
             self.reset_now()
 
@@ -76,27 +76,18 @@ class Reset(PlasticityMethod):
                 layer.bias.zero_()
             for param in (layer.weight, layer.bias):
                 if param is not None and self.optimizer is not None:
-                    self._zero_moments(param)
+                    self._moments_reset_at.zero_parameter(self.optimizer, param)
         self.resets += 1
-
-    def _zero_moments(self, param: nn.Parameter) -> None:
-        state = self.optimizer.state.get(param, {})
-        for value in state.values():
-            if isinstance(value, Tensor) and value.shape == param.shape:
-                value.zero_()
-        if adam_like(self.optimizer) and "step" in state:
-            self._moments_reset_at[param] = torch.full(param.shape, float(state["step"]))
 
     def statistics(self) -> dict[str, float]:
         return {"resets": float(self.resets)}
 
     def _state(self) -> dict[str, Any]:
-        return {"resets": self.resets, "moments_reset_at": saved_resets(self._moments_reset_at,
-                                                                        self.parameters())}
+        return {"resets": self.resets, "moments_reset_at": self._moments_reset_at.saved(self.parameters())}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.resets = int(state["resets"])
-        self._moments_reset_at = restored_resets(self.parameters(), state["moments_reset_at"])
+        self._moments_reset_at = MomentResets.restored(self.parameters(), state["moments_reset_at"])
 
 
 __all__ = ["Reset", "ResetOptions"]

@@ -124,7 +124,8 @@ def test_moment_reset_ages_survive_a_state_dict_round_trip() -> None:
     other = ContinualBackprop.from_sequential(net, None, reset_optimizer_state=False, bias_correction=False)
     other.load_state_dict(state)
     saved = [r for r in state["moments_reset_at"] if r is not None]
-    assert all(torch.equal(a, b) for a, b in zip(saved, other._moments_reset_at.values(), strict=True))
+    restored = other._moments_reset_at.entries.values()
+    assert all(torch.equal(a, b) for a, b in zip(saved, restored, strict=True))
 
 
 # ---------------------------------------------------------------- one definition of the options

@@ -1,0 +1,90 @@
+"""`MomentResets`: after the moments of some entries are zeroed, those entries move as a freshly built Adam
+would move them, whatever the parameter's own step count, until both bias corrections agree."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rl_plasticity.cbp_moments import MomentResets
+
+
+def fresh_adam_copy(values: torch.Tensor, betas: tuple[float, float], lr: float,
+                    fused: bool) -> tuple[nn.Parameter, torch.optim.Adam]:
+    copy = nn.Parameter(values.detach().clone())
+    return copy, torch.optim.Adam([copy], lr=lr, betas=betas, fused=fused)
+
+
+def two_layers(betas: tuple[tuple[float, float], tuple[float, float]], fused: bool = False,
+               ) -> tuple[list[nn.Linear], torch.optim.Adam]:
+    torch.manual_seed(0)
+    layers = [nn.Linear(5, 4), nn.Linear(4, 3)]
+    groups = [{"params": list(layers[0].parameters()), "betas": betas[0], "lr": 1e-2},
+              {"params": list(layers[1].parameters()), "betas": betas[1], "lr": 3e-3}]
+    return layers, torch.optim.Adam(groups, fused=fused)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_reset_entries_follow_a_fresh_adam_in_every_group(fused: bool) -> None:
+    layers, optimizer = two_layers(((0.9, 0.999), (0.99, 0.99)), fused)
+    resets = MomentResets()
+    shadows: list[tuple[torch.Tensor, tuple, nn.Parameter, torch.optim.Adam]] = []
+    gradients = torch.Generator().manual_seed(1)
+
+    def step() -> None:
+        for layer in layers:
+            for param in layer.parameters():
+                param.grad = torch.randn(param.shape, generator=gradients)
+        for weight, where, copy, fresh in shadows:
+            copy.grad = weight.grad[where].clone()
+            fresh.step()
+        optimizer.step()
+        resets.correct(optimizer)
+
+    # row 0 is never reset: it follows an Adam that has seen all its updates
+    shadows.append((layers[0].weight, (0, slice(None)),
+                    *fresh_adam_copy(layers[0].weight[0], (0.9, 0.999), 1e-2, fused)))
+    for _ in range(50):
+        step()
+    # unit 1 of the first layer (its row, its bias, the next layer's column) at step 50
+    resets.zero_units(optimizer, layers[0], layers[1], torch.tensor([1]))
+    shadows.append((layers[0].weight, (1, slice(None)),
+                    *fresh_adam_copy(layers[0].weight[1], (0.9, 0.999), 1e-2, fused)))
+    shadows.append((layers[1].weight, (slice(None), 1),
+                    *fresh_adam_copy(layers[1].weight[:, 1], (0.99, 0.99), 3e-3, fused)))
+    for _ in range(30):
+        step()
+        for weight, where, copy, _ in shadows:
+            torch.testing.assert_close(weight[where], copy, rtol=1e-5, atol=1e-7)
+
+
+def test_entries_are_forgotten_once_both_corrections_agree() -> None:
+    layers, optimizer = two_layers(((0.9, 0.95), (0.5, 0.9)))
+    resets = MomentResets()
+
+    def steps(count: int) -> None:
+        for _ in range(count):
+            for layer in layers:
+                for param in layer.parameters():
+                    param.grad = torch.ones_like(param)
+            optimizer.step()
+            resets.correct(optimizer)
+
+    steps(3)
+    resets.zero_units(optimizer, layers[0], layers[1], torch.tensor([0, 2]))
+    steps(10)
+    resets.zero_units(optimizer, layers[0], layers[1], torch.tensor([3]))
+    # 40 / (1 - 0.9) = 400 steps for the second group, 40 / (1 - 0.95) = 800 for the first
+    def reset_entries() -> list[int]:
+        return [int((resets.entries[p] >= 0).sum()) if p in resets.entries else 0
+                for p in (layers[0].weight, layers[0].bias, layers[1].weight)]
+
+    steps(385)  # step 398
+    assert reset_entries() == [3 * 5, 3, 3 * 3]
+    steps(10)  # step 408: units 0 and 2 (reset at step 3) are past 400 steps in the second group
+    assert reset_entries() == [3 * 5, 3, 3]
+    steps(10)
+    assert layers[1].weight not in resets.entries and layers[0].weight in resets.entries
+    steps(400)
+    assert not resets
