@@ -39,7 +39,9 @@ OVERHEAD = {  # each acting at its published period; CBP at the paper's settings
     "ppo": [],
     "cbp": ["cbp.enabled=true", "cbp.maturity_threshold=0"],
     "redo": ["methods.redo.enabled=true", "methods.redo.every=160"],
-    "shrink_perturb": ["methods.shrink_perturb.enabled=true", "methods.shrink_perturb.every=1"],
+    "shrink_perturb": ["methods.shrink_perturb.enabled=true"],  # every 1000 updates, a fresh draw
+    "shrink_perturb_soft": ["methods.shrink_perturb.enabled=true", "methods.shrink_perturb.every=1",
+                            "methods.shrink_perturb.toward=initial"],  # Plasticine's: every update
     "weight_clipping": ["methods.weight_clipping.enabled=true"],
     "l2_init": ["methods.l2_init.enabled=true"],
     "reset": ["methods.reset.enabled=true", "methods.reset.every=160"],  # a reset every iteration

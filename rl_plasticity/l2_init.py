@@ -37,30 +37,29 @@ class L2Init(PlasticityMethod):
     Options = L2InitOptions
 
     def setup(self) -> None:
-        self._initial = [p.detach().clone() for p in self.parameters()]
-        #: ``strength * ||theta - theta_0||^2`` at the last step, before it was taken
-        self.penalty = 0.0
+        self._parameters = self.parameters()
+        self._initial = [p.detach().clone() for p in self._parameters]
 
     @torch.no_grad()
     def before_update(self) -> None:
-        strength, penalty = self.options.strength, 0.0
-        for param, initial in zip(self.parameters(), self._initial, strict=True):
-            distance = param - initial
-            penalty += float(distance.square().sum())
+        for param in self._parameters:
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
-            param.grad.add_(distance, alpha=2.0 * strength)
-        self.penalty = strength * penalty
+        distances = torch._foreach_sub(self._parameters, self._initial)
+        torch._foreach_add_([p.grad for p in self._parameters], distances, alpha=2.0 * self.options.strength)
 
+    @torch.no_grad()
     def statistics(self) -> dict[str, float]:
-        return {"penalty": self.penalty}
+        """``penalty``: ``strength * ||theta - theta_0||^2`` at the parameters now, computed when asked."""
+        distance = sum(float((p - p0).square().sum()) for p, p0 in zip(self._parameters, self._initial,
+                                                                          strict=True))
+        return {"penalty": self.options.strength * distance}
 
     def _state(self) -> dict[str, Any]:
-        return {"initial": [t.clone() for t in self._initial], "penalty": self.penalty}
+        return {"initial": [t.clone() for t in self._initial]}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self._initial = [t.clone() for t in state["initial"]]
-        self.penalty = float(state["penalty"])
 
 
 __all__ = ["L2Init", "L2InitOptions"]

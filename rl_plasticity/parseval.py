@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -43,33 +42,36 @@ class Parseval(PlasticityMethod):
     name = "parseval"
     Options = ParsevalOptions
 
-    def setup(self) -> None:
-        #: the penalty at the last step, before it was taken
-        self.penalty = 0.0
-
     def regularised_layers(self) -> list[nn.Linear]:
         return list(self.layers) if self.options.include_last else self.layers[:-1]
 
+    def _gap(self, weight: torch.Tensor) -> torch.Tensor:
+        """``W W^T - scale * I``."""
+        gap = weight @ weight.T
+        gap.diagonal().sub_(self.options.scale)
+        return gap
+
     @torch.no_grad()
     def before_update(self) -> None:
-        strength, scale, penalty = self.options.strength, self.options.scale, 0.0
+        alpha = 4.0 * self.options.strength
         for layer in self.regularised_layers():
             weight = layer.weight
-            gap = weight @ weight.T - scale * torch.eye(weight.shape[0], dtype=weight.dtype)
-            penalty += float(gap.square().sum())
             if weight.grad is None:
                 weight.grad = torch.zeros_like(weight)
-            weight.grad.add_(gap @ weight, alpha=4.0 * strength)
-        self.penalty = strength * penalty
+            rows, columns = weight.shape
+            if rows > columns:
+                # (W W^T - sI) W = W (W^T W - sI): the same gradient through the smaller Gram matrix
+                inner = weight.T @ weight
+                inner.diagonal().sub_(self.options.scale)
+                weight.grad.addmm_(weight, inner, alpha=alpha)
+            else:
+                weight.grad.addmm_(self._gap(weight), weight, alpha=alpha)
 
+    @torch.no_grad()
     def statistics(self) -> dict[str, float]:
-        return {"penalty": self.penalty}
-
-    def _state(self) -> dict[str, Any]:
-        return {"penalty": self.penalty}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.penalty = float(state["penalty"])
+        """``penalty``: the term at the weights now, computed when asked (once per logging)."""
+        penalty = sum(float(self._gap(layer.weight).square().sum()) for layer in self.regularised_layers())
+        return {"penalty": self.options.strength * penalty}
 
 
 __all__ = ["Parseval", "ParsevalOptions"]

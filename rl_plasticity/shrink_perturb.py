@@ -75,8 +75,9 @@ class ShrinkPerturb(PlasticityMethod):
             return
         options = self.options
         targets = self._initial if self._initial is not None else self._fresh_draw()
-        for param, target in zip(self.parameters(), targets, strict=True):
-            param.mul_(options.shrink).add_(target.to(param), alpha=options.perturb)
+        params = self.parameters()
+        torch._foreach_mul_(params, options.shrink)
+        torch._foreach_add_(params, targets, alpha=options.perturb)
         self.applied += 1
 
     def _fresh_draw(self) -> list[Tensor]:
@@ -84,9 +85,10 @@ class ShrinkPerturb(PlasticityMethod):
         for layer in self.layers:
             bound = init_bound(self.options.init, layer.in_features, layer.out_features,
                                self.options.nonlinearity)
-            draws.append(torch.empty(layer.weight.shape).uniform_(-bound, bound, generator=self.generator))
+            draws.append(torch.empty(layer.weight.shape).uniform_(-bound, bound, generator=self.generator)
+                         .to(layer.weight))
             if layer.bias is not None:
-                draws.append(torch.zeros(layer.bias.shape))
+                draws.append(torch.zeros_like(layer.bias))
         return draws
 
     def statistics(self) -> dict[str, float]:

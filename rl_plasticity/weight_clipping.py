@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -37,31 +36,23 @@ class WeightClipping(PlasticityMethod):
     Options = WeightClippingOptions
 
     def setup(self) -> None:
-        #: entries clamped by the last step
-        self.last_clipped = 0
+        self._bounds = [(param, self.options.kappa / math.sqrt(layer.in_features))
+                        for layer in self.clipped_layers()
+                        for param in (layer.weight, layer.bias) if param is not None]
 
     def clipped_layers(self) -> list[torch.nn.Linear]:
         return self.layers[:-1] if self.options.skip_last else self.layers
 
     @torch.no_grad()
     def after_update(self) -> None:
-        clipped = 0
-        for layer in self.clipped_layers():
-            bound = self.options.kappa / math.sqrt(layer.in_features)
-            for param in (layer.weight, layer.bias):
-                if param is not None:
-                    clipped += int((param.abs() > bound).sum())
-                    param.clamp_(-bound, bound)
-        self.last_clipped = clipped
+        for param, bound in self._bounds:
+            param.clamp_(-bound, bound)
 
+    @torch.no_grad()
     def statistics(self) -> dict[str, float]:
-        return {"clipped": float(self.last_clipped)}
-
-    def _state(self) -> dict[str, Any]:
-        return {"last_clipped": self.last_clipped}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.last_clipped = int(state["last_clipped"])
+        """``clipped``: the entries at their bound, which the last step clipped or left there. Counted
+        when asked (once per logging), not at every step."""
+        return {"clipped": float(sum(int((param.abs() >= bound).sum()) for param, bound in self._bounds))}
 
 
 __all__ = ["WeightClipping", "WeightClippingOptions"]

@@ -160,7 +160,7 @@ def test_l2_init_is_the_gradient_of_the_squared_distance_to_the_initial_paramete
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     distance = sum(float((p.detach() - p0).square().sum())
                    for p, p0 in zip(net.parameters(), initial, strict=True))
-    assert 0 < method.penalty < 0.05 * distance * 1.5
+    assert method.statistics()["penalty"] == pytest.approx(0.05 * distance, rel=1e-5) and distance > 0
 
 
 # ---------------------------------------------------------------------- Parseval, weight projection
@@ -182,7 +182,9 @@ def test_parseval_is_the_gradient_of_the_orthogonality_penalty_on_the_hidden_lay
         reference_optimizer.step()
     for a, b in zip(net.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert method.penalty > 0
+    penalty = sum(float((w.weight @ w.weight.T - 0.5 * torch.eye(w.out_features)).square().sum())
+                  for w in linears(net)[:-1])
+    assert method.statistics()["penalty"] == pytest.approx(0.02 * penalty, rel=1e-5) and penalty > 0
 
 
 def test_weight_projection_keeps_each_weight_matrix_at_its_initial_norm() -> None:
