@@ -16,7 +16,7 @@ from torch import nn
 
 pytest.importorskip("stable_baselines3")
 
-from conftest import scalar_values
+from conftest import assert_same_state, scalar_values
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
@@ -317,3 +317,35 @@ def test_any_method_attaches_to_both_networks_and_is_logged(tmp_path: Path) -> N
               "weight_clipping, weight_projection \\(and cbp, through attach_cbp\\)")
     with pytest.raises(ValueError, match=listed):
         attach(model, "redoo")
+
+
+def test_save_and_load_with_methods_restore_every_method_and_cbp(tmp_path: Path) -> None:
+    from agents.sb3 import load_with_methods, methods_sidecar_path, save_with_methods
+
+    model = make_model()
+    attach_cbp(model, replacement_rate=0.05, maturity_threshold=3)
+    attach(model, "redo", every=4, tau=0.9, init="lecun")
+    attach(model, "l2_init", networks=("value",), strength=0.1)
+    model.learn(256)
+    with pytest.raises(ValueError, match="no plasticity method is attached"):
+        save_with_methods(make_model(), tmp_path / "bare")
+    sidecar = save_with_methods(model, tmp_path / "model")
+    assert sidecar == methods_sidecar_path(tmp_path / "model.zip") == tmp_path / "model.methods.pt"
+
+    loaded = load_with_methods(tmp_path / "model.zip", env=model.get_env())
+    before, after = attached_methods(model), attached_methods(loaded)
+    assert {name: sorted(nets) for name, nets in after.items()} == {"redo": ["policy", "value"],
+                                                                    "l2_init": ["value"]}
+    assert after["redo"]["policy"].options == before["redo"]["policy"].options
+    assert after["redo"]["value"].reset_total == before["redo"]["value"].reset_total
+    assert sum(after["redo"]["value"].reset_total) > 0
+    for name, nets in before.items():
+        for net, method in nets.items():
+            assert_same_state(method.state_dict(), after[name][net].state_dict(), f"{name}/{net}")
+    for original, restored in zip(attached_cbp(model), attached_cbp(loaded), strict=True):
+        assert_same_state(original.state_dict(), restored.state_dict(), "cbp")
+    updates = after["l2_init"]["value"].updates
+    loaded.learn(128, reset_num_timesteps=False)
+    assert after["l2_init"]["value"].updates == updates + gradient_steps_per_train(loaded)
+    with pytest.raises(FileNotFoundError, match="save_with_methods"):
+        load_with_methods(tmp_path / "bare")

@@ -23,8 +23,10 @@ It never imports ``envs``: the friction is driven through ``env_method("set_fric
 
     networks     the two networks' Linear layers and a plasticity probe on each
     attach       attach_cbp / attached_cbp / detach_cbp, attach / attached_methods / detach for the other
-                 methods (ReDo, shrink and perturb, weight clipping, L2-Init), and what is attached
-    persistence  save_with_cbp / load_with_cbp and the CBP sidecar file
+                 methods (ReDo, shrink and perturb, weight clipping, L2-Init, resets, Parseval, weight
+                 projection), and what is attached
+    persistence  save_with_cbp / load_with_cbp and the CBP sidecar file; save_with_methods /
+                 load_with_methods for CBP and every other attached method
     schedule     the friction schedule the callback can own
     callback     PlasticityCallback
     vecenv       GymnasiumVecEnv: any Gymnasium vector env as an SB3 VecEnv
@@ -42,7 +44,14 @@ except ImportError as error:  # pragma: no cover - depends on the optional extra
 from agents.sb3.attach import CBPPair, attach, attach_cbp, attached_cbp, attached_methods, detach, detach_cbp
 from agents.sb3.callback import PlasticityCallback
 from agents.sb3.networks import network_layers, plasticity_probes
-from agents.sb3.persistence import cbp_sidecar_path, load_with_cbp, save_with_cbp
+from agents.sb3.persistence import (
+    cbp_sidecar_path,
+    load_with_cbp,
+    load_with_methods,
+    methods_sidecar_path,
+    save_with_cbp,
+    save_with_methods,
+)
 from agents.sb3.schedule import FrictionSchedule, piecewise_schedule
 
 __all__ = [
@@ -57,8 +66,11 @@ __all__ = [
     "detach",
     "detach_cbp",
     "load_with_cbp",
+    "load_with_methods",
+    "methods_sidecar_path",
     "network_layers",
     "piecewise_schedule",
     "plasticity_probes",
     "save_with_cbp",
+    "save_with_methods",
 ]

@@ -1,7 +1,9 @@
-"""Saving an SB3 model with its CBP state beside it (``model.cbp.pt``), and loading both back."""
+"""Saving an SB3 model with its CBP state beside it (``model.cbp.pt``), or with every attached method's
+(``model.methods.pt``), and loading both back."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -9,21 +11,31 @@ from typing import Any
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from agents.sb3.attach import CBPPair, attach_pair, attached_cbp
+from agents.sb3.attach import CBPPair, attach, attach_pair, attached_cbp, attached_methods
 from agents.sb3.networks import NETWORKS
 from rl_plasticity import ContinualBackprop
 from rl_plasticity.cbp_options import OPTION_NAMES
 
 SIDECAR_SUFFIX = ".cbp.pt"
+METHODS_SUFFIX = ".methods.pt"
 _SIDECAR_FORMAT = 1
+
+
+def _beside(path: str | os.PathLike[str], suffix: str) -> Path:
+    path = Path(path)
+    base = path.with_suffix("") if path.suffix == ".zip" else path
+    return base.with_name(base.name + suffix)
 
 
 def cbp_sidecar_path(path: str | os.PathLike[str]) -> Path:
     """Where `save_with_cbp` puts the CBP state for an SB3 save path (``run/model`` and ``run/model.zip``
     both give ``run/model.cbp.pt``, since SB3 adds ``.zip`` to a path without a suffix)."""
-    path = Path(path)
-    base = path.with_suffix("") if path.suffix == ".zip" else path
-    return base.with_name(base.name + SIDECAR_SUFFIX)
+    return _beside(path, SIDECAR_SUFFIX)
+
+
+def methods_sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """Where `save_with_methods` puts the methods' states (``run/model.methods.pt``)."""
+    return _beside(path, METHODS_SUFFIX)
 
 
 def _hyperparameters(cbp: ContinualBackprop) -> dict[str, Any]:
@@ -87,3 +99,62 @@ def load_with_cbp(
     for name, cbp in zip(NETWORKS, pair, strict=True):
         cbp.load_state_dict(saved["state"][name])
     return model, pair
+
+
+def _storable_options(name: str, method: Any) -> dict[str, Any]:
+    options = dataclasses.asdict(method.options)
+    for key, value in options.items():
+        if callable(value):
+            raise ValueError(f"{name}'s option {key} is a function, which cannot be saved: attach it with a "
+                             f"named choice instead (e.g. init='lecun') to save the model with it")
+    return options
+
+
+def save_with_methods(model: BaseAlgorithm, path: str | os.PathLike[str]) -> Path:
+    """``model.save(path)`` plus the options and state of every method attached to it, CBP (by
+    `attach_cbp`) and the others (by `attach`), in `methods_sidecar_path(path)` (returned)."""
+    methods, cbps = attached_methods(model), attached_cbp(model)
+    if not methods and cbps is None:
+        raise ValueError("no plasticity method is attached to this model: use model.save")
+    def record(name: str, method: Any) -> dict[str, Any]:
+        return {"options": _storable_options(name, method), "state": method.state_dict()}
+
+    saved: dict[str, Any] = {"format": _SIDECAR_FORMAT, "methods": {
+        name: {net: record(name, m) for net, m in nets.items()} for name, nets in methods.items()}}
+    if cbps is not None:
+        saved["cbp"] = {net: record("cbp", cbp) for net, cbp in zip(NETWORKS, cbps, strict=True)}
+    model.save(path)
+    sidecar = methods_sidecar_path(path)
+    torch.save(saved, sidecar)
+    return sidecar
+
+
+def load_with_methods(path: str | os.PathLike[str], env: Any = None, *,
+                      algorithm: type[BaseAlgorithm] | None = None,
+                      load_kwargs: dict[str, Any] | None = None) -> BaseAlgorithm:
+    """Load a model saved by `save_with_methods` and attach every method again in the state it was saved
+    in; `attached_cbp` and `attached_methods` give them back. Continue with
+    ``model.learn(..., reset_num_timesteps=False)``."""
+    sidecar = methods_sidecar_path(path)
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"{sidecar} not found: {path} was not saved with save_with_methods; load "
+                                f"it with the SB3 class's load() and attach the methods again")
+    saved = torch.load(sidecar, weights_only=True)
+    if saved.get("format") != _SIDECAR_FORMAT:
+        raise ValueError(f"{sidecar} has format {saved.get('format')!r}; this version reads "
+                         f"{_SIDECAR_FORMAT}")
+    if algorithm is None:
+        from stable_baselines3 import PPO
+
+        algorithm = PPO
+    model = algorithm.load(path, env=env, **(load_kwargs or {}))
+    if "cbp" in saved:
+        pair = attach_pair(model, saved["cbp"]["policy"]["options"], saved["cbp"]["value"]["options"])
+        for net, cbp in zip(NETWORKS, pair, strict=True):
+            cbp.load_state_dict(saved["cbp"][net]["state"])
+    for name, nets in saved["methods"].items():
+        options = next(iter(nets.values()))["options"]  # one attach call gave every network the same
+        attached = attach(model, name, networks=tuple(nets), **options)
+        for net, method in attached.items():
+            method.load_state_dict(nets[net]["state"])
+    return model
