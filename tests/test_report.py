@@ -166,3 +166,25 @@ def test_a_gravity_drift_reports_its_segments_by_name(tmp_path: Path) -> None:
     make_report(tmp_path, tmp_path / "out")
     text = (tmp_path / "out" / "report.md").read_text()
     assert "each gravity segment" in text and "| gravity (mean over seeds) |" in text
+
+
+def test_the_methods_statistics_are_reported_at_the_end(tmp_path: Path) -> None:
+    for seed, resets in enumerate((4.0, 6.0)):
+        path = tmp_path / "redo" / f"seed{seed}"
+        write_run(path, seed)
+        writer = SummaryWriter(str(path))
+        for step, total in ((2000, resets / 2), (END - 1, resets)):
+            writer.add_scalar("methods/redo/policy/reset_total", total, step)
+        writer.add_scalar("methods/redo/value/dormant_fraction", 0.2, END - 1)
+        writer.close()
+    write_run(tmp_path / "ppo" / "seed0", 0.0)
+    grouped = load_runs(tmp_path)
+    redo = summarise("redo", grouped["redo"])
+    assert list(redo.method_statistics) == ["methods/redo/policy/reset_total",
+                                            "methods/redo/value/dormant_fraction"]
+    assert redo.method_statistics["methods/redo/policy/reset_total"].mean == pytest.approx(5.0)
+    assert redo.method_statistics["methods/redo/policy/reset_total"].count == 2
+    assert summarise("ppo", grouped["ppo"]).method_statistics == {}
+    markdown = make_report(tmp_path, tmp_path / "out")["markdown"].read_text()
+    assert "| methods/redo/policy/reset_total | 2 | 5.0000 ± " in markdown
+    assert markdown.count("The plasticity methods' statistics") == 1

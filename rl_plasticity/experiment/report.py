@@ -70,6 +70,8 @@ class ConfigSummary:
     end_metrics: dict[str, Estimate]
     visits: list[VisitSummary]
     retention: SeedStatistics
+    #: the last logged value of each ``methods/<name>/<net>/<statistic>`` tag, across the seeds that have it
+    method_statistics: dict[str, Estimate]
 
     def rows(self) -> list[dict[str, object]]:
         """Flat rows for summary.csv."""
@@ -92,6 +94,8 @@ class ConfigSummary:
         for key, value in self.end_metrics.items():
             add(key, value)
         add_seed_statistics("retention", self.retention)
+        for tag, value in self.method_statistics.items():
+            add(tag, value)
         for i, visit in enumerate(self.visits):
             add_seed_statistics("visit_end_return", visit.end_return, i)
             for key, value in visit.metrics.items():
@@ -116,7 +120,12 @@ def summarise(name: str, runs: list[Run]) -> ConfigSummary:
     }
     for network in NETWORKS:
         end_metrics[f"{network}/cbp_replaced"] = estimate(total_replaced(run, network) for run in runs)
+    method_statistics = {
+        tag: estimate(last_value(run, tag) for run in runs if tag in run.scalars)
+        for tag in matching_tags(runs, tags.method_statistics_pattern())
+    }
     return ConfigSummary(
+        method_statistics=method_statistics,
         visits=summarise_visits(runs),
         retention=SeedStatistics.of(retention(run) for run in runs),
         name=name,
@@ -211,7 +220,18 @@ def write_markdown(summaries: list[ConfigSummary], path: Path, problems: Sequenc
         for i, (value, physics) in enumerate(zip(s.segment_returns, s.segment_values, strict=True)):
             lines.append(f"| {i} | {physics:.4g} | {value.format()} |")
         lines += _visit_lines(s)
+        lines += _method_lines(s)
     path.write_text("\n".join(lines) + "\n")
+
+
+def _method_lines(summary: ConfigSummary) -> list[str]:
+    if not summary.method_statistics:
+        return []
+    lines = ["", "The plasticity methods' statistics at the end of the run (`methods/<name>/<network>/...`; "
+             "mean ± 95% t half-width across seeds):", "", "| tag | seeds | value |", "|---|---|---|"]
+    for tag, value in summary.method_statistics.items():
+        lines.append(f"| {tag} | {value.count} | {value.format(4)} |")
+    return lines
 
 
 def write_csv(summaries: list[ConfigSummary], path: Path) -> None:
