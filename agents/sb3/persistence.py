@@ -38,6 +38,26 @@ def methods_sidecar_path(path: str | os.PathLike[str]) -> Path:
     return _beside(path, METHODS_SUFFIX)
 
 
+def _read_sidecar(sidecar: Path, path: str | os.PathLike[str], saver: str, otherwise: str) -> dict[str, Any]:
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"{sidecar} not found: {path} was not saved with {saver}; load it with the "
+                                f"SB3 class's load() and {otherwise}")
+    saved = torch.load(sidecar, weights_only=True)
+    if saved.get("format") != _SIDECAR_FORMAT:
+        raise ValueError(f"{sidecar} has format {saved.get('format')!r}; this version reads "
+                         f"{_SIDECAR_FORMAT}")
+    return saved
+
+
+def _load_model(path: str | os.PathLike[str], env: Any, algorithm: type[BaseAlgorithm] | None,
+                load_kwargs: dict[str, Any] | None) -> BaseAlgorithm:
+    if algorithm is None:
+        from stable_baselines3 import PPO
+
+        algorithm = PPO
+    return algorithm.load(path, env=env, **(load_kwargs or {}))
+
+
 def _hyperparameters(cbp: ContinualBackprop) -> dict[str, Any]:
     values = {name: getattr(cbp.options, name) for name in OPTION_NAMES}
     if callable(values["init"]):  # a function cannot be stored safely; load_with_cbp asks for it again
@@ -79,22 +99,11 @@ def load_with_cbp(
     and must be passed again. Continue with ``model.learn(..., reset_num_timesteps=False)`` to keep the
     step count (and so the TensorBoard curves and a callback-owned friction schedule) going.
     """
-    sidecar = cbp_sidecar_path(path)
-    if not sidecar.is_file():
-        raise FileNotFoundError(f"{sidecar} not found: {path} was not saved with save_with_cbp; load it "
-                                f"with the SB3 class's load() and call attach_cbp for a fresh CBP")
-    saved = torch.load(sidecar, weights_only=True)
-    if saved.get("format") != _SIDECAR_FORMAT:
-        raise ValueError(f"{sidecar} has format {saved.get('format')!r}; this version reads "
-                         f"{_SIDECAR_FORMAT}")
+    saved = _read_sidecar(cbp_sidecar_path(path), path, "save_with_cbp", "call attach_cbp for a fresh CBP")
     kwargs = {name: {**saved["hyperparameters"][name], **cbp_kwargs} for name in NETWORKS}
     if any(k["init"] is None for k in kwargs.values()):
         raise ValueError(f"{path} was saved with a callable CBP init, which is not stored: pass init=...")
-    if algorithm is None:
-        from stable_baselines3 import PPO
-
-        algorithm = PPO
-    model = algorithm.load(path, env=env, **(load_kwargs or {}))
+    model = _load_model(path, env, algorithm, load_kwargs)
     pair = attach_pair(model, kwargs["policy"], kwargs["value"])
     for name, cbp in zip(NETWORKS, pair, strict=True):
         cbp.load_state_dict(saved["state"][name])
@@ -135,19 +144,8 @@ def load_with_methods(path: str | os.PathLike[str], env: Any = None, *,
     """Load a model saved by `save_with_methods` and attach every method again in the state it was saved
     in; `attached_cbp` and `attached_methods` give them back. Continue with
     ``model.learn(..., reset_num_timesteps=False)``."""
-    sidecar = methods_sidecar_path(path)
-    if not sidecar.is_file():
-        raise FileNotFoundError(f"{sidecar} not found: {path} was not saved with save_with_methods; load "
-                                f"it with the SB3 class's load() and attach the methods again")
-    saved = torch.load(sidecar, weights_only=True)
-    if saved.get("format") != _SIDECAR_FORMAT:
-        raise ValueError(f"{sidecar} has format {saved.get('format')!r}; this version reads "
-                         f"{_SIDECAR_FORMAT}")
-    if algorithm is None:
-        from stable_baselines3 import PPO
-
-        algorithm = PPO
-    model = algorithm.load(path, env=env, **(load_kwargs or {}))
+    saved = _read_sidecar(methods_sidecar_path(path), path, "save_with_methods", "attach the methods again")
+    model = _load_model(path, env, algorithm, load_kwargs)
     if "cbp" in saved:
         pair = attach_pair(model, saved["cbp"]["policy"]["options"], saved["cbp"]["value"]["options"])
         for net, cbp in zip(NETWORKS, pair, strict=True):
