@@ -104,8 +104,7 @@ class MomentResets:
                       if p in self.entries and "step" in optimizer.state.get(p, {})]
             if not params:
                 continue
-            # Past ~40 / (1 - beta) steps the two corrections agree to float precision.
-            horizon = 40.0 / (1.0 - max(group["betas"]))
+            horizon = _horizon(group["betas"], optimizer.state[params[0]]["exp_avg"].dtype)
             indices, reset_steps, earliest, steps, moments, squares = [], [], [], [], [], []
             for param in params:
                 state = optimizer.state[param]
@@ -154,6 +153,13 @@ class MomentResets:
     def restored(cls, parameters: list[nn.Parameter], saved: list[Tensor | None]) -> MomentResets:
         """The inverse of `saved`."""
         return cls({p: r.clone() for p, r in zip(parameters, saved, strict=True) if r is not None})
+
+
+def _horizon(betas: tuple[float, float], dtype: torch.dtype) -> float:
+    """The age past which ``beta^age`` is below half the dtype's epsilon for both betas, so a fresh Adam's
+    bias corrections are 1 to the dtype's precision, as the parameter's are: ``-ln(eps / 2) / (1 - beta)``
+    (16.6 / (1 - beta) for float32), since ``beta^age <= exp(-age * (1 - beta))``."""
+    return -math.log(torch.finfo(dtype).eps / 2) / (1.0 - max(betas))
 
 
 __all__ = ["MomentResets", "adam_like"]

@@ -75,16 +75,29 @@ def test_entries_are_forgotten_once_both_corrections_agree() -> None:
     resets.zero_units(optimizer, layers[0], layers[1], torch.tensor([0, 2]))
     steps(10)
     resets.zero_units(optimizer, layers[0], layers[1], torch.tensor([3]))
-    # 40 / (1 - 0.9) = 400 steps for the second group, 40 / (1 - 0.95) = 800 for the first
+    # -ln(2^-24) / (1 - beta): 166.4 steps for the second group (0.9), 332.7 for the first (0.95)
+
     def reset_entries() -> list[int]:
         return [int((resets.entries[p] >= 0).sum()) if p in resets.entries else 0
                 for p in (layers[0].weight, layers[0].bias, layers[1].weight)]
 
-    steps(385)  # step 398
+    steps(150)  # step 163
     assert reset_entries() == [3 * 5, 3, 3 * 3]
-    steps(10)  # step 408: units 0 and 2 (reset at step 3) are past 400 steps in the second group
+    steps(10)  # step 173: units 0 and 2 (reset at step 3) are past the second group's horizon
     assert reset_entries() == [3 * 5, 3, 3]
-    steps(10)
-    assert layers[1].weight not in resets.entries and layers[0].weight in resets.entries
-    steps(400)
+    steps(10)  # step 183: so is unit 3 (reset at step 13)
+    assert reset_entries() == [3 * 5, 3, 0] and layers[1].weight not in resets.entries
+    steps(150)  # step 333
+    assert reset_entries() == [3 * 5, 3, 0]
+    steps(20)  # step 353
     assert not resets
+
+
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.99, 0.99), (0.5, 0.9)])
+def test_past_the_horizon_a_fresh_adams_corrections_are_one_in_float32(betas: tuple[float, float]) -> None:
+    from rl_plasticity.cbp_moments import _horizon
+
+    horizon = _horizon(betas, torch.float32)
+    first, second = MomentResets()._corrections(betas, horizon, torch.zeros(1))
+    assert first[-1].item() == second[-1].item() == 1.0
+    assert first[int(horizon / 2)].item() > 1.0 or second[int(horizon / 2)].item() > 1.0
