@@ -174,6 +174,11 @@ class MethodsSettings:
                     f"hidden units, and a CReLU unit feeds two features; disable one of them")
         return None
 
+    @classmethod
+    def architectures(cls) -> list[str]:
+        """The sections that shape the networks (LayerNorm, CReLU) rather than attach to them."""
+        return [f.name for f in fields(cls) if f.default_factory().architecture]
+
     def enabled(self) -> dict[str, MethodSettings]:
         """The enabled methods that attach by hooks (not the architecture options such as layer_norm)."""
         return {f.name: getattr(self, f.name) for f in fields(self)

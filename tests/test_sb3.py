@@ -315,6 +315,8 @@ def test_any_method_attaches_to_both_networks_and_is_logged(tmp_path: Path) -> N
     assert detach(model, "weight_clipping") is not None and "weight_clipping" not in attached_methods(model)
     listed = ("unknown method 'redoo'; the methods are l2_init, parseval, redo, reset, shrink_perturb, "
               "weight_clipping, weight_projection \\(and cbp, through attach_cbp\\)")
+    with pytest.raises(ValueError, match="crelu is an architecture"):
+        attach(model, "crelu")
     with pytest.raises(ValueError, match=listed):
         attach(model, "redoo")
 

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 from stable_baselines3.common.base_class import BaseAlgorithm
 from torch import nn
 
+from agents.method_settings import MethodsSettings
 from agents.sb3.networks import NETWORKS, network_layers
 from rl_plasticity import METHODS, ContinualBackprop, PlasticityMethod
 
@@ -86,6 +87,9 @@ def attach(model: BaseAlgorithm, method: str, networks: tuple[str, ...] = NETWOR
     statistics as ``methods/<method>/<network>/...``."""
     if method == "cbp":
         raise ValueError("CBP has its own attach: attach_cbp(model, ...)")
+    if method in MethodsSettings.architectures():
+        raise ValueError(f"{method} is an architecture, not a method that attaches to a built network: "
+                         f"build the SB3 policy with it (our PPO does so with methods.{method}.enabled)")
     if method not in METHODS:
         others = ", ".join(sorted(set(METHODS) - {"cbp"}))
         raise ValueError(f"unknown method {method!r}; the methods are {others} (and cbp, through attach_cbp)")
