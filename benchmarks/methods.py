@@ -11,6 +11,7 @@ seeds, retention, final return, and dormant units and approximate rank at the en
 
     python benchmarks/methods.py --overhead --rounds 6
     python benchmarks/methods.py --ranking --seeds 5 --logdir runs/methods --out docs/methods_ranking.md
+    python benchmarks/methods.py --ranking --table-only --logdir runs/methods   # the table of what finished
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from rl_plasticity.experiment.config import load_config
+from rl_plasticity.experiment.run_directory import RunDirectory
 from rl_plasticity.experiment.runner import Trainer
 from rl_plasticity.experiment.runs import final_return, layer_mean_at_end, load_runs, retention
 from rl_plasticity.experiment.statistics import SeedStatistics
@@ -90,13 +92,18 @@ def overhead(rounds: int, threads: int) -> None:
     print(f"plain PPO: {steps / statistics.median(wall['ppo']):,.0f} steps/s (wall)")
 
 
-def ranking(agents: list[str], seeds: int, workers: int, logdir: Path, out: Path | None) -> None:
-    paths = [DEMO / f"{name}.yaml" for name in agents]
-    command = [sys.executable, "-m", "rl_plasticity", "compare", *map(str, paths), "--seeds", str(seeds),
-               "--workers", str(workers), "--logdir", str(logdir)]
-    print(" ".join(command), flush=True)
-    subprocess.run(command, check=True)
-    grouped = load_runs(logdir)
+def ranking(agents: list[str], seeds: int, workers: int, logdir: Path, out: Path | None,
+            train: bool = True) -> None:
+    if train:
+        paths = [DEMO / f"{name}.yaml" for name in agents]
+        command = [sys.executable, "-m", "rl_plasticity", "compare", *map(str, paths), "--seeds",
+                   str(seeds), "--workers", str(workers), "--logdir", str(logdir)]
+        print(" ".join(command), flush=True)
+        subprocess.run(command, check=True)
+    # Only finished runs count: a run still training (or stopped early) would pull its agent's numbers
+    # towards an earlier point of training.
+    grouped = {name: [run for run in runs if RunDirectory(run.path).status() == "finished"]
+               for name, runs in load_runs(logdir).items()}
     lines = ["| agent | seeds | retention, mean [95% CI] | retention IQM [CI] | final return [CI] | "
              "policy dormant | policy approx. rank | value dormant | value approx. rank |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -127,13 +134,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--logdir", type=Path, default=Path("runs/methods"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--table-only", action="store_true",
+                        help="with --ranking: tabulate the finished runs under --logdir, train nothing")
     args = parser.parse_args()
     if not (args.overhead or args.ranking):
         parser.error("pass --overhead, --ranking or both")
     if args.overhead:
         overhead(args.rounds, args.threads)
     if args.ranking:
-        ranking(args.agents, args.seeds, args.workers, args.logdir, args.out)
+        ranking(args.agents, args.seeds, args.workers, args.logdir, args.out, train=not args.table_only)
 
 
 if __name__ == "__main__":
