@@ -45,9 +45,9 @@ class Parseval(PlasticityMethod):
     def regularised_layers(self) -> list[nn.Linear]:
         return list(self.layers) if self.options.include_last else self.layers[:-1]
 
-    def _gap(self, weight: torch.Tensor) -> torch.Tensor:
-        """``W W^T - scale * I``."""
-        gap = weight @ weight.T
+    def _gap(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """``left @ right - scale * I``: ``W W^T - sI``, or ``W^T W - sI`` for the smaller Gram matrix."""
+        gap = left @ right
         gap.diagonal().sub_(self.options.scale)
         return gap
 
@@ -61,16 +61,15 @@ class Parseval(PlasticityMethod):
             rows, columns = weight.shape
             if rows > columns:
                 # (W W^T - sI) W = W (W^T W - sI): the same gradient through the smaller Gram matrix
-                inner = weight.T @ weight
-                inner.diagonal().sub_(self.options.scale)
-                weight.grad.addmm_(weight, inner, alpha=alpha)
+                weight.grad.addmm_(weight, self._gap(weight.T, weight), alpha=alpha)
             else:
-                weight.grad.addmm_(self._gap(weight), weight, alpha=alpha)
+                weight.grad.addmm_(self._gap(weight, weight.T), weight, alpha=alpha)
 
     @torch.no_grad()
     def statistics(self) -> dict[str, float]:
         """``penalty``: the term at the weights now, computed when asked (once per logging)."""
-        penalty = sum(float(self._gap(layer.weight).square().sum()) for layer in self.regularised_layers())
+        penalty = sum(float(self._gap(layer.weight, layer.weight.T).square().sum())
+                      for layer in self.regularised_layers())
         return {"penalty": self.options.strength * penalty}
 
 
