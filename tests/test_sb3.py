@@ -351,3 +351,8 @@ def test_save_and_load_with_methods_restore_every_method_and_cbp(tmp_path: Path)
     assert after["l2_init"]["value"].updates == updates + gradient_steps_per_train(loaded)
     with pytest.raises(FileNotFoundError, match="save_with_methods"):
         load_with_methods(tmp_path / "bare")
+    # a model saved again on its own no longer matches its sidecar: refused, not restored stale
+    model.learn(128, reset_num_timesteps=False)
+    model.save(tmp_path / "model")
+    with pytest.raises(ValueError, match="saved again without it"):
+        load_with_methods(tmp_path / "model.zip", env=model.get_env())

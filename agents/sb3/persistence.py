@@ -49,13 +49,21 @@ def _read_sidecar(sidecar: Path, path: str | os.PathLike[str], saver: str, other
     return saved
 
 
-def _load_model(path: str | os.PathLike[str], env: Any, algorithm: type[BaseAlgorithm] | None,
-                load_kwargs: dict[str, Any] | None) -> BaseAlgorithm:
+def _load_model(path: str | os.PathLike[str], saved: dict[str, Any], env: Any,
+                algorithm: type[BaseAlgorithm] | None, load_kwargs: dict[str, Any] | None) -> BaseAlgorithm:
+    """The model at ``path``, refused if its sidecar ``saved`` was written at another step: a model saved
+    again without its sidecar would otherwise get an older state of the methods."""
     if algorithm is None:
         from stable_baselines3 import PPO
 
         algorithm = PPO
-    return algorithm.load(path, env=env, **(load_kwargs or {}))
+    model = algorithm.load(path, env=env, **(load_kwargs or {}))
+    recorded = saved.get("num_timesteps")  # sidecars from before this check have none
+    if recorded is not None and recorded != model.num_timesteps:
+        raise ValueError(f"{path} is at step {model.num_timesteps} but its sidecar was saved at step "
+                         f"{recorded}: the model was saved again without it; save both together "
+                         f"(save_with_cbp / save_with_methods) or attach the methods afresh")
+    return model
 
 
 def _hyperparameters(cbp: ContinualBackprop) -> dict[str, Any]:
@@ -78,6 +86,7 @@ def save_with_cbp(model: BaseAlgorithm, path: str | os.PathLike[str], cbps: CBPP
     sidecar = cbp_sidecar_path(path)
     torch.save({
         "format": _SIDECAR_FORMAT,
+        "num_timesteps": model.num_timesteps,
         "hyperparameters": {name: _hyperparameters(cbp) for name, cbp in zip(NETWORKS, cbps, strict=True)},
         "state": {name: cbp.state_dict() for name, cbp in zip(NETWORKS, cbps, strict=True)},
     }, sidecar)
@@ -103,7 +112,7 @@ def load_with_cbp(
     kwargs = {name: {**saved["hyperparameters"][name], **cbp_kwargs} for name in NETWORKS}
     if any(k["init"] is None for k in kwargs.values()):
         raise ValueError(f"{path} was saved with a callable CBP init, which is not stored: pass init=...")
-    model = _load_model(path, env, algorithm, load_kwargs)
+    model = _load_model(path, saved, env, algorithm, load_kwargs)
     pair = attach_pair(model, kwargs["policy"], kwargs["value"])
     for name, cbp in zip(NETWORKS, pair, strict=True):
         cbp.load_state_dict(saved["state"][name])
@@ -128,7 +137,7 @@ def save_with_methods(model: BaseAlgorithm, path: str | os.PathLike[str]) -> Pat
     def record(name: str, method: Any) -> dict[str, Any]:
         return {"options": _storable_options(name, method), "state": method.state_dict()}
 
-    saved: dict[str, Any] = {"format": _SIDECAR_FORMAT, "methods": {
+    saved: dict[str, Any] = {"format": _SIDECAR_FORMAT, "num_timesteps": model.num_timesteps, "methods": {
         name: {net: record(name, m) for net, m in nets.items()} for name, nets in methods.items()}}
     if cbps is not None:
         saved["cbp"] = {net: record("cbp", cbp) for net, cbp in zip(NETWORKS, cbps, strict=True)}
@@ -145,7 +154,7 @@ def load_with_methods(path: str | os.PathLike[str], env: Any = None, *,
     in; `attached_cbp` and `attached_methods` give them back. Continue with
     ``model.learn(..., reset_num_timesteps=False)``."""
     saved = _read_sidecar(methods_sidecar_path(path), path, "save_with_methods", "attach the methods again")
-    model = _load_model(path, env, algorithm, load_kwargs)
+    model = _load_model(path, saved, env, algorithm, load_kwargs)
     if "cbp" in saved:
         pair = attach_pair(model, saved["cbp"]["policy"]["options"], saved["cbp"]["value"]["options"])
         for net, cbp in zip(NETWORKS, pair, strict=True):
