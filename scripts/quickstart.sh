@@ -6,7 +6,9 @@
 # Run it again after an interruption: finished runs are skipped, the others resume.
 # Arguments go to `rl-plasticity compare` (e.g. --seeds 5); LOGDIR picks the output directory.
 # The full protocol (5 seeds, all four agents, ~35 minutes):
-#   rl-plasticity compare configs/plasticity_demo/*.yaml --seeds 5 --logdir runs/plasticity_demo
+#   rl-plasticity compare configs/plasticity_demo/{ppo,cbp,paper_cbp,paper_l2}.yaml --seeds 5 \
+#       --logdir runs/plasticity_demo
+# (the other files there are the other methods: benchmarks/methods.py --ranking, docs/methods.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
