@@ -2,8 +2,10 @@
 
 Read it top to bottom: `PPO.__init__` builds the two networks, the one Adam and (optionally) one
 `ContinualBackprop` per network; `collect_rollout` steps the envs and computes advantages;
-`update` runs the clipped-objective epochs. Everything the algorithm needs to continue exactly
-(networks, optimizer, CBP, normalisers, RNG, counters) is in `state_dict`.
+`update` runs the clipped-objective epochs, its gradients by autograd (``_policy_backward``,
+``_value_backward``, the reference) or, by default, by the same losses' hand-derived backward
+(`agents.manual_backprop`). Everything the algorithm needs to continue exactly (networks, optimizer,
+CBP, normalisers, RNG, counters, the gradient path) is in `state_dict`.
 
 The vector env must autoreset in the SAME step (``autoreset_mode=SAME_STEP``), so a finished episode's
 last observation arrives in ``info["final_obs"]`` while ``obs`` already starts the next one.
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor
 
 from agents.advantage import compute_gae
+from agents.manual_backprop import continue_backprop, manual_backprop_for
 from agents.method_settings import MethodsSettings, attach_methods
 from agents.network_threads import NetworkThreads
 from agents.networks import FastForward, GaussianPolicy, ValueFunction
@@ -118,6 +121,8 @@ class PPO:
             methods, {"policy": self.policy.mean_net, "value": self.value.net}, self.optimizer,
             settings.activation, seed)
         self._policy_mean_fast = FastForward(self.policy.mean_net, act)
+        #: the hand-derived gradients, or None where autograd computes them (``ppo.backprop``)
+        self.manual_backprop = manual_backprop_for(settings, self.policy, self.value)
         self.network_threads = NetworkThreads(parallel_networks)
 
         self.obs_normalizer = ObservationNormalizer(self.obs_dim, settings.obs_clip) \
@@ -243,18 +248,23 @@ class PPO:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
         minibatches = self.batch_size // s.minibatch_size
+        if self.manual_backprop is not None:
+            self.manual_backprop.check()
         before = [torch.cat([p.detach().reshape(-1) for p in params])
                   for params in (self._policy_params, self._value_params)]
+        # One row per sample, so that each minibatch is one gather instead of six.
+        columns = (obs, actions, old_logprobs[:, None], old_values[:, None], returns[:, None],
+                   advantages[:, None])
+        table, widths = torch.cat(columns, 1), [c.shape[1] for c in columns]
         records = torch.zeros((s.epochs * minibatches, len(UPDATE_STATS)))
         for epoch in range(s.epochs):
             order = torch.randperm(self.batch_size, generator=self.generator)
             for m in range(minibatches):
-                index = order[m * s.minibatch_size:(m + 1) * s.minibatch_size]
+                rows = table[order[m * s.minibatch_size:(m + 1) * s.minibatch_size]]
+                mb_obs, mb_actions, *scalars = (c.contiguous() for c in rows.split(widths, 1))
                 with self.network_threads.minibatch():
                     records[epoch * minibatches + m] = self._minibatch_step(
-                        obs[index], actions[index], old_logprobs[index], old_values[index], returns[index],
-                        advantages[index],
-                    )
+                        mb_obs, mb_actions, *(column.squeeze(1) for column in scalars))
         self.updates_done += 1
         stats = dict(zip(UPDATE_STATS, records.mean(0).tolist(), strict=True))
         stats["explained_variance"] = _explained_variance(old_values, returns)
@@ -267,13 +277,15 @@ class PPO:
 
     def _minibatch_step(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, old_values: Tensor,
                         returns: Tensor, advantages: Tensor) -> Tensor:
-        s = self.settings
-        self.optimizer.zero_grad(set_to_none=True)
+        s, manual = self.settings, self.manual_backprop
+        if manual is None:
+            self.optimizer.zero_grad(set_to_none=True)  # the manual path overwrites every gradient
         # The networks share no parameter, so each loss backpropagates on its own: the gradients are those
         # of the summed loss, bit for bit.
         value_loss, (policy_loss, entropy, approx_kl, clipfrac) = self.network_threads.run(
-            partial(self._value_backward, obs, old_values, returns),
-            partial(self._policy_backward, obs, actions, old_logprobs, advantages),
+            partial(manual.value_backward if manual else self._value_backward, obs, old_values, returns),
+            partial(manual.policy_backward if manual else self._policy_backward, obs, actions, old_logprobs,
+                    advantages),
         )
         policy_norm = torch.nn.utils.get_total_norm([p.grad for p in self._policy_params])
         value_norm = torch.nn.utils.get_total_norm([p.grad for p in self._value_params])
@@ -342,6 +354,7 @@ class PPO:
             "episode_return": self._episode_return.copy(),
             "episode_length": self._episode_length.copy(),
             "next_obs": None if self._next_obs is None else np.array(self._next_obs),
+            "backprop": "autograd" if self.manual_backprop is None else "manual",
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -354,6 +367,9 @@ class PPO:
         if _describe(saved_methods) != _describe(self.methods):
             raise ValueError(f"the state was saved with methods {_describe(saved_methods)}, this agent has "
                              f"{_describe(self.methods)}; build the agent with the same methods settings")
+        # States from before the choice were computed by autograd.
+        self.manual_backprop = continue_backprop(state.get("backprop", "autograd"), self.manual_backprop,
+                                                 self.settings, self.policy, self.value)
         self.policy.load_state_dict(state["policy"])
         self.value.load_state_dict(state["value"])
         self.optimizer.load_state_dict(state["optimizer"])

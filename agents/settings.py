@@ -42,6 +42,7 @@ def setting(
 ACTIVATIONS = ("relu", "tanh")
 NETWORK_INITS = ("lecun", "orthogonal", "pytorch_default")
 ADVANTAGE_NORMALIZATION = ("batch", "minibatch", "off")
+BACKPROP_PATHS = ("auto", "manual", "autograd")
 
 
 @dataclass
@@ -81,6 +82,12 @@ class PPOSettings:
                         "orthogonal = gain sqrt(2) hidden, 0.01 policy head, 1 value head; biases 0",
                         choices=NETWORK_INITS)
     log_std_init: float = setting(0.0, "initial value of the state-independent action log-std")
+    backprop: str = setting("auto", "how the update computes gradients: manual = a hand-derived forward "
+                            "and backward of both MLPs and the losses, without autograd (faster; plain "
+                            "Linear+ReLU/tanh networks, so not with LayerNorm or CReLU); autograd = "
+                            "torch.autograd, the reference (any network); auto = manual where it applies. "
+                            "Both give the same results to float rounding, not bit for bit",
+                            choices=BACKPROP_PATHS)
 
 
 @dataclass

@@ -9,9 +9,16 @@ pays the steady-state cost of replacing units at the paper's rate from the start
 TensorBoard as a real run does (probes every 20,480 steps, into a temporary directory).
 
 SB3 runs twice, on one torch thread and on torch's default number (as users run it; more threads help
-its update a little), and ``vs SB3`` compares with the faster of the two. Ours update the policy and the
-value network on two threads at once when their first minibatches time that faster
+its update a little), and ``vs SB3`` compares with the faster of the two. ``PPO+CBP autograd`` is the
+reference update path (``ppo.backprop=autograd``) beside the default hand-derived one. Ours update the
+policy and the value network on two threads at once when their first minibatches time that faster
 (``run.parallel_networks: null``), or never with ``--sequential-networks``.
+
+The machine's limit for one rollout and update is printed beside them: the bare physics of the same
+copies (``mj_step`` with the task's frame skip, nothing else; `env_throughput.PhysicsOnly`) plus the
+update's matrix-product FLOPs (both networks, every minibatch: the forward products, the weight
+gradients and the input gradients but the observations') at the rate this machine multiplies those same
+shapes, on one thread and on all CPUs. Both are timed in the same rounds as the agents.
 
 The agents take turns, one rollout+update each per round, so load from other processes hits all of them
 alike; each agent's median over the rounds is reported, and the time breakdown of our agents' median
@@ -31,7 +38,9 @@ import time
 from collections.abc import Callable
 
 import gymnasium as gym
+import numpy as np
 import torch
+from env_throughput import PhysicsOnly
 from torch import nn
 
 import envs  # noqa: F401  (registers SlipperyAnt-v5)
@@ -39,6 +48,7 @@ from envs.thread_pool import available_cpus
 from rl_plasticity.experiment.config import load_config
 from rl_plasticity.experiment.profiler import Profiler
 from rl_plasticity.experiment.runner import Trainer
+from rl_plasticity.hooks import linear_layers
 
 ROLLOUT = 2048
 PHASES = [("env.step", "env"), ("policy inference + bookkeeping", "inference"),
@@ -51,8 +61,10 @@ class OursRound:
     """Our trainer, timed one iteration at a time with a per-phase breakdown."""
 
     def __init__(self, cbp: bool, threads: int, update_threads: int | None, logdir: str, num_envs: int = 1,
-                 backend: str = "batched", parallel_networks: bool | None = None) -> None:
-        overrides = ["env.id=SlipperyAnt-v5", f"run.torch_threads={threads}", "run.total_steps=1_000_000_000",
+                 backend: str = "batched", parallel_networks: bool | None = None,
+                 backprop: str = "auto") -> None:
+        overrides = [f"ppo.backprop={backprop}",
+                     "env.id=SlipperyAnt-v5", f"run.torch_threads={threads}", "run.total_steps=1_000_000_000",
                      "run.checkpoint_every=1_000_000_000", f"env.num_envs={num_envs}",
                      f"ppo.rollout_steps={ROLLOUT // num_envs}", f"env.backend={backend}"]
         if update_threads:
@@ -93,6 +105,59 @@ def _timed(step: Callable[[], None], total: list[float]) -> Callable[[], None]:
         step()
         total[0] += time.perf_counter() - tick
     return timed_step
+
+
+class PhysicsRound:
+    """The simulator alone: ``ROLLOUT`` steps of the copies' ``mj_step``, the floor under any rollout."""
+
+    def __init__(self, num_envs: int) -> None:
+        fixed_friction = {"change_every": 2_000_000, "schedule_seed": 0}
+        self.physics = PhysicsOnly("SlipperyAnt-v5", num_envs, fixed_friction)
+        space = self.physics.single_action_space
+        self.actions = np.random.default_rng(0).uniform(space.low, space.high,
+                                                        (ROLLOUT // num_envs, num_envs, *space.shape))
+        self()
+
+    def __call__(self) -> dict[str, float]:
+        started = time.perf_counter()
+        for batch in self.actions:
+            self.physics.step(batch)
+        return {"seconds": time.perf_counter() - started}
+
+
+class MatmulRound:
+    """GFLOP/s of the update's matrix products (a minibatch through one 2x256 network, forward and
+    backward shapes) on ``threads`` threads."""
+
+    def __init__(self, threads: int, shapes: list[tuple[int, int, int]], repeats: int = 20) -> None:
+        self.threads, self.repeats = threads, repeats
+        self.operands = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
+        self.flops = 2 * sum(m * k * n for m, k, n in shapes) * repeats
+        self()
+
+    def __call__(self) -> dict[str, float]:
+        torch.set_num_threads(self.threads)
+        started = time.perf_counter()
+        for _ in range(self.repeats):
+            for a, b in self.operands:
+                torch.mm(a, b)
+        return {"seconds": time.perf_counter() - started}
+
+    def rate(self, seconds: float) -> float:
+        return self.flops / seconds
+
+
+def update_shapes(layers: list[nn.Linear], batch: int) -> list[tuple[int, int, int]]:
+    """(m, k, n) of every matrix product one minibatch needs in one network: the forward ``x W^T`` and,
+    in the backward, the weight gradient ``g^T x`` and, but for the first layer (the observations need
+    none), the input gradient ``g W``."""
+    shapes = []
+    for index, layer in enumerate(layers):
+        fan_in, fan_out = layer.in_features, layer.out_features
+        shapes += [(batch, fan_in, fan_out), (fan_out, batch, fan_in)]
+        if index:
+            shapes.append((batch, fan_out, fan_in))
+    return shapes
 
 
 class SB3Round:
@@ -140,11 +205,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as logdir:
         agents: dict[str, Callable[[], dict[str, float]]] = {}
+        parallel = False if args.sequential_networks else None
         for backend in backends:
             for cbp in (False, True):
                 name = f"PPO{'+CBP' if cbp else ''} {backend}"
                 agents[name] = OursRound(cbp, args.threads, args.update_threads, f"{logdir}/{name}",
-                                         args.num_envs, backend, False if args.sequential_networks else None)
+                                         args.num_envs, backend, parallel)
+            name = f"PPO+CBP autograd {backend}"
+            agents[name] = OursRound(True, args.threads, args.update_threads, f"{logdir}/{name}",
+                                     args.num_envs, backend, parallel, backprop="autograd")
+        reference = next(a for a in agents.values() if isinstance(a, OursRound)).trainer.agent
+        shapes = [shape for net in (reference.policy.mean_net, reference.value.net)
+                  for shape in update_shapes(linear_layers(net), reference.settings.minibatch_size)]
+        minibatches = reference.settings.epochs * ROLLOUT // reference.settings.minibatch_size
+        limits = {"physics": PhysicsRound(args.num_envs)}
+        for threads in sorted({1, available_cpus()}):
+            limits[f"matmul {threads} thr"] = MatmulRound(threads, shapes)
         if not args.skip_sb3:
             try:
                 # SB3 as users run it (torch's default threads) and on one thread; the faster is the baseline.
@@ -152,9 +228,9 @@ def main() -> None:
                     agents[f"SB3 PPO {threads} thr"] = SB3Round(threads, args.num_envs)
             except ImportError:
                 print("stable-baselines3 is not installed (pip install stable-baselines3); skipping it\n")
-        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in agents}
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in {**agents, **limits}}
         for _ in range(args.rounds):
-            for name, one_round in agents.items():
+            for name, one_round in {**agents, **limits}.items():
                 rounds[name].append(one_round())
         replaced = {name: agent.replaced() for name, agent in agents.items() if isinstance(agent, OursRound)}
 
@@ -167,13 +243,28 @@ def main() -> None:
             mode = {True: "on two threads", False: "one after the other", None: "(undecided)"}[parallel]
             print(f"{name}: policy and value networks updated {mode}")
     print()
-    sps = {name: ROLLOUT / statistics.median(r["seconds"] for r in runs) for name, runs in rounds.items()}
+    median_seconds = {name: statistics.median(r["seconds"] for r in runs) for name, runs in rounds.items()}
+    physics = median_seconds.pop("physics")
+    update_flops = minibatches * sum(2 * m * k * n for m, k, n in shapes)
+    limit_seconds = {}
+    for threads in sorted({1, available_cpus()}):
+        matmul = limits[f"matmul {threads} thr"]
+        rate = matmul.rate(median_seconds.pop(f"matmul {threads} thr"))
+        limit_seconds[threads] = physics + update_flops / rate
+        print(f"limit on {threads} CPU(s): physics {physics:.3f} s + update {update_flops / 1e9:.1f} GFLOP "
+              f"at {rate / 1e9:.0f} GFLOP/s = {limit_seconds[threads]:.3f} s per rollout, "
+              f"{ROLLOUT / limit_seconds[threads]:.0f} steps/s")
+    limit = min(limit_seconds.values())
+    print()
+    rounds = {name: runs for name, runs in rounds.items() if name in agents}
+    sps = {name: ROLLOUT / median_seconds[name] for name in rounds}
     best = {name: ROLLOUT / min(r["seconds"] for r in runs) for name, runs in rounds.items()}
     sb3 = max((rate for name, rate in sps.items() if name.startswith("SB3")), default=None)
-    print(f"{'agent':<22}{'steps/s (median)':>18}{'vs SB3':>8}{'best round':>12}")
+    print(f"{'agent':<26}{'steps/s (median)':>18}{'vs SB3':>8}{'of limit':>10}{'best round':>12}")
     for name in rounds:
         ratio = f"{sps[name] / sb3:.2f}x" if sb3 else "-"
-        print(f"{name:<22}{sps[name]:>18.0f}{ratio:>8}{best[name]:>12.0f}")
+        of_limit = f"{100 * sps[name] * limit / ROLLOUT:.0f}%"
+        print(f"{name:<26}{sps[name]:>18.0f}{ratio:>8}{of_limit:>10}{best[name]:>12.0f}")
     for backend in backends:
         ppo, cbp = f"PPO {backend}", f"PPO+CBP {backend}"
         print(f"PPO+CBP vs PPO ({backend}): {100 * (sps[cbp] / sps[ppo] - 1):+.1f}% steps/s (median), "
@@ -187,7 +278,7 @@ def main() -> None:
         runs = sorted(rounds[name], key=lambda r: r["seconds"])
         medians[name] = runs[len(runs) // 2]
     for label, key in PHASES + [("total", "seconds")]:
-        print(f"{label:<34}" + "".join(f"{medians[name][key]:>19.3f}" for name in ours))
+        print(f"{label:<34}" + "".join(f"{medians[name][key]:>25.3f}" for name in ours))
     print("(*) summed over both threads when the networks update in parallel (then partly overlapping)")
 
 

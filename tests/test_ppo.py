@@ -198,27 +198,36 @@ def test_cbp_replaces_units_in_both_networks() -> None:
     trainer.close()
 
 
-@pytest.mark.parametrize(("preset", "parallel"),
-                         [("dohare", "true"), ("cleanrl", "true"), ("dohare", "null")])
-def test_parallel_network_updates_are_bit_identical_to_sequential_ones(preset: str, parallel: str) -> None:
+@pytest.mark.parametrize(("preset", "parallel", "backprop"),
+                         [("dohare", "true", "autograd"), ("cleanrl", "true", "autograd"),
+                          ("dohare", "null", "autograd"), ("dohare", "true", "manual"),
+                          ("cleanrl", "null", "manual")])
+def test_parallel_network_updates_are_bit_identical_to_sequential_ones(preset: str, parallel: str,
+                                                                        backprop: str) -> None:
     # cleanrl clips the joint gradient norm and clips the value loss; dohare does neither. "null" times
     # both ways in turn on these minibatches (too few to decide): switching must not change a bit either.
     overrides = (f"preset={preset}", "env.id=InvertedPendulum-v5", "ppo.rollout_steps=256",
                  "ppo.minibatch_size=64", "ppo.epochs=2", "ppo.ent_coef=0.01", "cbp.enabled=true",
-                 "cbp.maturity_threshold=2", "cbp.replacement_rate=0.05", "run.total_steps=768")
+                 "cbp.maturity_threshold=2", "cbp.replacement_rate=0.05", "run.total_steps=768",
+                 f"ppo.backprop={backprop}")
     value_threads: list[str] = []
-
-    def note_thread(*_: object) -> None:
-        if torch.is_grad_enabled():
-            value_threads.append(threading.current_thread().name)
 
     agents = []
     for mode in ("false", parallel):
         value_threads.clear()
         trainer = make_trainer(*overrides, f"run.parallel_networks={mode}")
-        trainer.agent.value.register_forward_hook(note_thread)
+        agent = trainer.agent
+        owner = agent.manual_backprop if backprop == "manual" else agent
+        name = "value_backward" if backprop == "manual" else "_value_backward"
+        value_work = getattr(owner, name)
+
+        def on_thread(*args: object, work=value_work) -> object:
+            value_threads.append(threading.current_thread().name)
+            return work(*args)
+
+        setattr(owner, name, on_thread)
         trainer.train(progress=False)
-        agents.append(trainer.agent)
+        agents.append(agent)
         trainer.close()
     on_worker = sum(name.startswith("ppo-value") for name in value_threads)
     # 3 updates x 8 minibatches; "null" measures in blocks of 8, threads first

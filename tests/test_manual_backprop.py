@@ -1,0 +1,139 @@
+"""The hand-derived update (`agents.manual_backprop`) against autograd, the reference path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_trainer
+
+from agents.ppo import PPO
+
+# dohare: ReLU, no clipping of the value or the gradient, batch advantage normalisation. cleanrl: tanh,
+# a clipped value loss, the global gradient-norm clip, per-minibatch advantages; both with an entropy
+# bonus and CBP replacing units from the second update on.
+PRESETS = ("dohare", "cleanrl")
+
+
+def trainer_for(preset: str, backprop: str, *extra: str):
+    return make_trainer(f"preset={preset}", "env.id=InvertedPendulum-v5", "ppo.rollout_steps=256",
+                        "ppo.minibatch_size=64", "ppo.epochs=2", "ppo.ent_coef=0.01", "cbp.enabled=true",
+                        "cbp.maturity_threshold=2", "cbp.replacement_rate=0.05", "run.total_steps=768",
+                        f"ppo.backprop={backprop}", *extra)
+
+
+def minibatch(agent: PPO, size: int = 64) -> tuple[torch.Tensor, ...]:
+    b = agent.buffer
+    index = torch.randperm(agent.batch_size, generator=torch.Generator().manual_seed(3))[:size]
+    advantages = b.advantages.view(-1)
+    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    return (b.flat_obs[index], b.flat_actions[index], b.logprobs.view(-1)[index], b.values.view(-1)[index],
+            b.returns.view(-1)[index], advantages[index])
+
+
+def gradients(agent: PPO) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in agent._policy_params + agent._value_params]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_one_minibatch_gives_autograds_losses_gradients_and_features(preset: str) -> None:
+    trainer = trainer_for(preset, "manual")
+    agent = trainer.agent
+    agent.collect_rollout()
+    obs, actions, old_logprobs, old_values, returns, advantages = minibatch(agent)
+    # make every branch of the clipped losses occur: ratios and value changes outside the clip range
+    old_logprobs = old_logprobs + torch.linspace(-0.5, 0.5, len(old_logprobs))
+    old_values = old_values + torch.linspace(-1.0, 1.0, len(old_values))
+    manual, cbp = agent.manual_backprop, agent.cbp_policy
+    assert manual is not None and cbp is not None
+
+    results, grads, features = [], [], []
+    for backward in ((agent._value_backward, agent._policy_backward),
+                     (manual.value_backward, manual.policy_backward)):
+        agent.optimizer.zero_grad(set_to_none=True)
+        cbp.discard_features()
+        value_loss = backward[0](obs, old_values, returns)
+        policy_stats = backward[1](obs, actions, old_logprobs, advantages)
+        results.append(torch.stack([value_loss, *policy_stats]))
+        grads.append(gradients(agent))
+        features.append([f.clone() for store in cbp._features for f in store])
+    clipfrac = results[0][4]
+    assert 0.0 < clipfrac < 1.0, "the ratios must fall on both sides of the clip range"
+    torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-7)
+    for auto_grad, manual_grad in zip(*grads, strict=True):
+        torch.testing.assert_close(manual_grad, auto_grad, rtol=1e-4, atol=1e-7)
+    assert len(features[0]) == len(features[1]) == 2  # both hidden layers, one batch each
+    for auto_features, manual_features in zip(*features, strict=True):
+        torch.testing.assert_close(manual_features, auto_features, rtol=1e-5, atol=1e-6)
+    trainer.close()
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_whole_updates_end_with_the_same_parameters_moments_and_cbp_picks(preset: str) -> None:
+    agents, stats = [], []
+    for backprop in ("autograd", "manual"):
+        trainer = trainer_for(preset, backprop)
+        assert (trainer.agent.manual_backprop is None) == (backprop == "autograd")
+        for _ in range(3):
+            trainer.agent.collect_rollout()
+            stats.append(trainer.agent.update())
+        agents.append(trainer.agent)
+        trainer.close()
+    auto, manual = agents
+    for key in stats[0]:
+        assert stats[5][key] == pytest.approx(stats[2][key], rel=1e-4, abs=1e-6), key
+    for a, b in zip(auto._policy_params + auto._value_params, manual._policy_params + manual._value_params,
+                    strict=True):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-4, atol=1e-6)
+        for moment in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(manual.optimizer.state[b][moment], auto.optimizer.state[a][moment],
+                                       rtol=1e-3, atol=1e-9)
+    for name in ("cbp_policy", "cbp_value"):
+        auto_cbp, manual_cbp = getattr(auto, name), getattr(manual, name)
+        assert sum(auto_cbp.replaced_total) > 0
+        assert manual_cbp.replaced_total == auto_cbp.replaced_total
+        for auto_age, manual_age in zip(auto_cbp.ages(), manual_cbp.ages(), strict=True):
+            assert torch.equal(manual_age, auto_age), f"{name}: other units were replaced"
+
+
+def test_auto_falls_back_to_autograd_where_manual_does_not_apply_and_manual_says_why() -> None:
+    trainer = trainer_for("dohare", "auto", "methods.layer_norm.enabled=true")
+    assert trainer.agent.manual_backprop is None
+    trainer.close()
+    with pytest.raises(ValueError, match="ppo.backprop manual does not apply here: LayerNorm"):
+        trainer_for("dohare", "manual", "methods.layer_norm.enabled=true")
+
+
+def test_a_forward_hook_added_later_stops_the_manual_path_instead_of_going_unseen() -> None:
+    trainer = trainer_for("dohare", "auto")
+    seen = []
+    trainer.agent.value.register_forward_hook(lambda *_: seen.append(1))
+    trainer.agent.collect_rollout()
+    with pytest.raises(RuntimeError, match="forward hook on ValueFunction.*ppo.backprop: autograd"):
+        trainer.agent.update()
+    trainer.close()
+
+
+def test_a_state_continues_on_the_path_that_computed_it() -> None:
+    # A resume must be bit-identical, so under auto the saved path wins (states from before the choice
+    # were computed by autograd); an explicit other path is refused rather than silently switched.
+    source = trainer_for("dohare", "autograd")
+    source.agent.collect_rollout()
+    source.agent.update()
+    state = source.agent.state_dict()
+    source.close()
+    assert state["backprop"] == "autograd"
+    legacy = {key: value for key, value in state.items() if key != "backprop"}
+    for saved in (state, legacy):
+        resumed = trainer_for("dohare", "auto")
+        assert resumed.agent.manual_backprop is not None
+        resumed.agent.load_state_dict(saved)
+        assert resumed.agent.manual_backprop is None
+        resumed.close()
+    explicit = trainer_for("dohare", "manual")
+    with pytest.raises(ValueError, match="computed with autograd gradients; continue it with ppo.backprop "
+                                         "autograd or auto"):
+        explicit.agent.load_state_dict(state)
+    explicit.close()
+    manual = trainer_for("dohare", "auto")
+    assert manual.agent.state_dict()["backprop"] == "manual"
+    manual.close()
