@@ -2,11 +2,13 @@
 
 The two networks share no parameter, so the value network's forward and backward pass can run on a
 worker thread while the policy's runs on the calling one: torch releases the GIL inside its kernels, so
-two cores work at once. (The optimizer and CBP steps stay on the calling thread: they are many short ops,
-and two threads taking turns at the GIL for them measured slower.) Whether it pays depends on the machine
-and on the networks' size: on two cores the paper's 2x256 networks update 1.1-1.3x faster, while
-CleanRL's 64x64 networks update no faster (each op is too short to hide the hand-off). The results are
-the same bit for bit either way, so :class:`NetworkThreads` can also decide by timing.
+two cores work at once, one torch thread each. The other way runs the networks in turn, each with every
+torch thread the update has (``run.update_threads``), splitting each matrix product instead. (The
+optimizer and CBP steps stay on the calling thread: they are many short ops, and two threads taking
+turns at the GIL for them measured slower.) Which pays depends on the machine, the load and the
+networks' size: on this project's 2-core machine, the paper's 2x256 networks updated 0.70 s per rollout
+on two threads against 0.65 s in turn on two torch threads (0.80 s in turn on one). The results are the
+same bit for bit either way, so :class:`NetworkThreads` can also decide by timing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
+
+import torch
 
 from rl_plasticity.faster import FasterChoice
 
@@ -40,6 +44,7 @@ class NetworkThreads:
                                     gap=self.REPROBE_EVERY, margin=0.05) if self.auto else None
         self._worker = None if parallel is False else ThreadPoolExecutor(1, thread_name_prefix="ppo-value")
         self._threaded_now = self._fixed
+        self._restore_threads: int | None = None
 
     @property
     def parallel(self) -> bool | None:
@@ -48,15 +53,28 @@ class NetworkThreads:
 
     @contextmanager
     def minibatch(self) -> Iterator[None]:
-        """Wrap one whole minibatch step, so that ``parallel=None`` times what the choice changes."""
-        if self._choice is None:
-            self._threaded_now = self._fixed
-            yield
-            return
-        self._threaded_now = self._choice.next_way()
+        """Wrap one whole minibatch step, so that ``parallel=None`` times what the choice changes. With
+        the networks on two threads each runs its ops on one torch thread (more would oversubscribe the
+        cores); in turn, each uses the torch threads the caller set."""
+        self._threaded_now = self._fixed if self._choice is None else self._choice.next_way()
+        # Changing torch's thread count costs ~0.1 ms, so it changes only where the way does.
+        if self._threaded_now and self._worker is not None:
+            if torch.get_num_threads() > 1:
+                self._restore_threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+        else:
+            self.restore_threads()
         start = time.perf_counter()
         yield
-        self._choice.record(time.perf_counter() - start)
+        if self._choice is not None:
+            self._choice.record(time.perf_counter() - start)
+
+    def restore_threads(self) -> None:
+        """Give torch back the thread count the networks-on-two-threads way set aside (call at the end
+        of an update)."""
+        if self._restore_threads is not None:
+            torch.set_num_threads(self._restore_threads)
+            self._restore_threads = None
 
     def run(self, value_work: Callable[[], Any], policy_work: Callable[[], Any]) -> tuple[Any, Any]:
         """``(value_work(), policy_work())``, the first on the worker thread when threads are in use."""

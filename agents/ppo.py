@@ -265,6 +265,7 @@ class PPO:
                 with self.network_threads.minibatch():
                     records[epoch * minibatches + m] = self._minibatch_step(
                         mb_obs, mb_actions, *(column.squeeze(1) for column in scalars))
+        self.network_threads.restore_threads()
         self.updates_done += 1
         stats = dict(zip(UPDATE_STATS, records.mean(0).tolist(), strict=True))
         stats["explained_variance"] = _explained_variance(old_values, returns)

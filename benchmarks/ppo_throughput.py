@@ -192,7 +192,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=8, help="timed rollouts per agent (after a warm-up)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of our agents")
-    parser.add_argument("--update-threads", type=int, help="our run.update_threads (default: --threads)")
+    parser.add_argument("--update-threads", type=int, help="our run.update_threads (default: every CPU)")
     parser.add_argument("--num-envs", type=int, default=1, help="env copies per agent (rollout 2048 in all)")
     parser.add_argument("--backends", default="batched", help="our env.backend(s), comma-separated: "
                         "batched, gymnasium or both (default batched)")
@@ -240,7 +240,9 @@ def main() -> None:
     for name, agent in agents.items():
         if isinstance(agent, OursRound):
             parallel = agent.trainer.agent.network_threads.parallel
-            mode = {True: "on two threads", False: "one after the other", None: "(undecided)"}[parallel]
+            threads = args.update_threads or available_cpus()
+            mode = {True: "at once on two threads", False: f"in turn on {threads} torch thread(s)",
+                    None: "(undecided)"}[parallel]
             print(f"{name}: policy and value networks updated {mode}")
     print()
     median_seconds = {name: statistics.median(r["seconds"] for r in runs) for name, runs in rounds.items()}

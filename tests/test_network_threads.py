@@ -64,3 +64,23 @@ def test_fixed_modes_never_switch_and_errors_reach_the_caller() -> None:
         with pytest.raises(RuntimeError, match="value loss is nan"), threads.minibatch():
             threads.run(fail, lambda: None)
         threads.close()
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_each_network_runs_on_one_torch_thread_only_while_both_run_at_once(parallel: bool) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threads = NetworkThreads(parallel)
+        seen = []
+        for _ in range(3):
+            with threads.minibatch():
+                seen.append(threads.run(torch.get_num_threads, torch.get_num_threads))
+        assert seen == [(1, 1)] * 3 if parallel else [(2, 2)] * 3
+        threads.restore_threads()
+        assert torch.get_num_threads() == 2  # the update's threads are back for whatever follows
+        threads.close()
+    finally:
+        torch.set_num_threads(before)

@@ -97,12 +97,13 @@ class RunConfig:
     keep_checkpoints: int = setting(3, "newest checkpoints kept on disk (older ones are removed once a new "
                                     "one is complete); 0 = keep all", low=0)
     torch_threads: int = setting(1, "torch CPU threads; 1 is fastest for batch-1 rollout inference", low=1)
-    update_threads: int | None = setting(None, "torch threads during updates; null = torch_threads "
-                                         "(minibatches of 128 on 2x256 nets gain little from more)", low=1)
+    update_threads: int | None = setting(None, "torch threads during updates; null = every CPU this "
+                                         "process may use (the same results on any number)", low=1)
     parallel_networks: bool | None = setting(
         None, "run the value network's forward and backward pass on a second thread while the policy's "
-        "runs (bit-identical results; up to ~1.2x faster updates of 2x256 nets on 2 cores, none for "
-        "64x64); null = time both ways now and then and keep the faster (never with 1 CPU)")
+        "runs, each network's on one torch thread, instead of each network in turn on update_threads "
+        "(bit-identical results); null = time both ways now and then and keep the faster (never with "
+        "1 CPU)")
 
 
 @dataclass

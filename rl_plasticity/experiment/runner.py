@@ -202,7 +202,7 @@ class Trainer:
         """One rollout and one update, then whatever logging and checkpointing are due."""
         previous = self.agent.global_step
         rollout = self.agent.collect_rollout()
-        with torch_threads(self.config.run.update_threads):
+        with torch_threads(self.config.run.update_threads or available_cpus()):
             stats = self.agent.update()
         step = self.agent.global_step
         self._check_finite(stats, step)
