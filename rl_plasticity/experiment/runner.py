@@ -51,6 +51,10 @@ from rl_plasticity.experiment.run_directory import RunDirectory
 RECENT_EPISODES = 20
 LOSSES_CHECKED = ("policy_loss", "value_loss", "entropy", "approx_kl")
 
+#: torch's own thread count before any run sets one: the cores, or ``OMP_NUM_THREADS`` where that is set
+#: (as `compare` sets it to 1 for each of its runs, so that runs side by side do not oversubscribe)
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
 
 class TrainingDiverged(RuntimeError):
     """A loss or parameter became NaN or infinite; the run stopped without checkpointing that state."""
@@ -202,7 +206,7 @@ class Trainer:
         """One rollout and one update, then whatever logging and checkpointing are due."""
         previous = self.agent.global_step
         rollout = self.agent.collect_rollout()
-        with torch_threads(self.config.run.update_threads or available_cpus()):
+        with torch_threads(self.config.run.update_threads or TORCH_DEFAULT_THREADS):
             stats = self.agent.update()
         step = self.agent.global_step
         self._check_finite(stats, step)
