@@ -93,11 +93,12 @@ def overhead(rounds: int, threads: int) -> None:
 
 
 def ranking(agents: list[str], seeds: int, workers: int, logdir: Path, out: Path | None,
-            train: bool = True) -> None:
+            train: bool = True, extra: list[str] | None = None) -> None:
     if train:
         paths = [DEMO / f"{name}.yaml" for name in agents]
         command = [sys.executable, "-m", "rl_plasticity", "compare", *map(str, paths), "--seeds",
-                   str(seeds), "--workers", str(workers), "--logdir", str(logdir)]
+                   str(seeds), "--workers", str(workers), "--logdir", str(logdir),
+                   *(f"--set={item}" for item in extra or [])]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
     # Only finished runs count: a run still training (or stopped early) would pull its agent's numbers
@@ -136,13 +137,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--table-only", action="store_true",
                         help="with --ranking: tabulate the finished runs under --logdir, train nothing")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --ranking: a config override for every run (repeatable)")
     args = parser.parse_args()
     if not (args.overhead or args.ranking):
         parser.error("pass --overhead, --ranking or both")
     if args.overhead:
         overhead(args.rounds, args.threads)
     if args.ranking:
-        ranking(args.agents, args.seeds, args.workers, args.logdir, args.out, train=not args.table_only)
+        ranking(args.agents, args.seeds, args.workers, args.logdir, args.out, train=not args.table_only,
+                extra=args.extra)
 
 
 if __name__ == "__main__":
