@@ -14,7 +14,6 @@ last observation arrives in ``info["final_obs"]`` while ``obs`` already starts t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -28,30 +27,13 @@ from agents.method_settings import MethodsSettings, attach_methods
 from agents.network_threads import NetworkThreads
 from agents.networks import FastForward, GaussianPolicy, ValueFunction
 from agents.normalization import ObservationNormalizer, RewardScaler
-from agents.rollout_buffer import RolloutBuffer
+from agents.rollout_buffer import Episode, Rollout, RolloutBuffer
 from agents.settings import CBPSettings, OptimizerSettings, PPOSettings
 from rl_plasticity import ContinualBackprop, PlasticityMethod
 from rl_plasticity.hooks import linear_layers
 
 UPDATE_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
                 "policy_grad_norm", "value_grad_norm")
-
-
-@dataclass
-class Episode:
-    """A finished episode: the global env step it ended at, its undiscounted return and its length."""
-
-    step: int
-    episodic_return: float
-    length: int
-
-
-@dataclass
-class Rollout:
-    """What one `PPO.collect_rollout` saw: finished episodes and the info dict of its last step."""
-
-    episodes: list[Episode] = field(default_factory=list)
-    last_info: dict[str, Any] = field(default_factory=dict)
 
 
 class PPO:

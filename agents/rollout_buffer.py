@@ -1,8 +1,10 @@
-"""One rollout's storage: allocated once per agent and overwritten by every rollout."""
+"""One rollout's storage (allocated once per agent and overwritten by every rollout) and what a rollout
+reports."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,3 +49,20 @@ class RolloutBuffer:
     @property
     def flat_actions(self) -> Tensor:
         return self.actions.view(-1, self.actions.shape[-1])
+
+
+@dataclass
+class Episode:
+    """A finished episode: the global env step it ended at, its undiscounted return and its length."""
+
+    step: int
+    episodic_return: float
+    length: int
+
+
+@dataclass
+class Rollout:
+    """What one `PPO.collect_rollout` saw: finished episodes and the info dict of its last step."""
+
+    episodes: list[Episode] = field(default_factory=list)
+    last_info: dict[str, Any] = field(default_factory=dict)
