@@ -2,7 +2,7 @@
 # The main job on a fresh machine: install rl-plasticity, then show loss of plasticity and its fix.
 # Standard PPO and the paper's PPO+CBP train on Slippery Hopper whose friction alternates 2.0 / 0.2 every
 # 50k steps (configs/plasticity_demo/), 3 seeds each, two runs at a time; then `report` measures how well
-# each agent still does on frictions it has already learned (retention). About 13 minutes on 2 cores.
+# each agent still does on frictions it has already learned (retention). About 9 minutes on 2 cores.
 # Run it again after an interruption: finished runs are skipped, the others resume.
 # Arguments go to `rl-plasticity compare` (e.g. --seeds 5); LOGDIR picks the output directory.
 # The full protocol (5 seeds, all four agents, ~35 minutes):
