@@ -41,6 +41,8 @@ def unsupported(mlp: nn.Sequential, activation: str, owner: nn.Module | None = N
         if type(module) is not wanted:
             return (f"{type(module).__name__} at position {index} (only Linear and {expected.__name__} "
                     f"alternate)")
+        if index % 2 == 0 and module.bias is None:
+            return f"a Linear without a bias at position {index}"
         if module._forward_hooks or (index % 2 and module._forward_pre_hooks):
             return f"a forward hook on {type(module).__name__} at position {index}"
     if len(modules) % 2 == 0:

@@ -103,6 +103,22 @@ def test_auto_falls_back_to_autograd_where_manual_does_not_apply_and_manual_says
         trainer_for("dohare", "manual", "methods.layer_norm.enabled=true")
 
 
+def test_networks_it_cannot_stand_in_for_are_named() -> None:
+    from torch import nn
+
+    from agents.manual_backprop import unsupported
+
+    relu_mlp = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert unsupported(relu_mlp, "relu") is None
+    assert unsupported(relu_mlp, "tanh") == "ReLU at position 1 (only Linear and Tanh alternate)"
+    assert unsupported(nn.Sequential(nn.Linear(3, 4, bias=False), nn.ReLU(), nn.Linear(4, 2)), "relu") \
+        == "a Linear without a bias at position 0"
+    assert unsupported(nn.Sequential(nn.Linear(3, 4), nn.ReLU()), "relu") == \
+        "an MLP that does not end in a Linear layer"
+    relu_mlp[1].register_forward_pre_hook(lambda *_: None)
+    assert unsupported(relu_mlp, "relu") == "a forward hook on ReLU at position 1"
+
+
 def test_a_forward_hook_added_later_stops_the_manual_path_instead_of_going_unseen() -> None:
     trainer = trainer_for("dohare", "auto")
     seen = []
