@@ -89,6 +89,7 @@ class NetworkThreads:
 
     def close(self) -> None:
         """Stop the worker thread; from then on everything runs on the calling thread."""
+        self.restore_threads()
         if self._worker is not None:
             self._worker.shutdown(wait=True)
             self._worker = None
