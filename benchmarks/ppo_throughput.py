@@ -47,7 +47,7 @@ import envs  # noqa: F401  (registers SlipperyAnt-v5)
 from envs.thread_pool import available_cpus
 from rl_plasticity.experiment.config import load_config
 from rl_plasticity.experiment.profiler import Profiler
-from rl_plasticity.experiment.runner import Trainer
+from rl_plasticity.experiment.runner import TORCH_DEFAULT_THREADS, Trainer
 from rl_plasticity.hooks import linear_layers
 
 ROLLOUT = 2048
@@ -192,7 +192,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=8, help="timed rollouts per agent (after a warm-up)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of our agents")
-    parser.add_argument("--update-threads", type=int, help="our run.update_threads (default: every CPU)")
+    parser.add_argument("--update-threads", type=int, help="our run.update_threads (default: torch's)")
     parser.add_argument("--num-envs", type=int, default=1, help="env copies per agent (rollout 2048 in all)")
     parser.add_argument("--backends", default="batched", help="our env.backend(s), comma-separated: "
                         "batched, gymnasium or both (default batched)")
@@ -240,7 +240,7 @@ def main() -> None:
     for name, agent in agents.items():
         if isinstance(agent, OursRound):
             parallel = agent.trainer.agent.network_threads.parallel
-            threads = args.update_threads or available_cpus()
+            threads = args.update_threads or TORCH_DEFAULT_THREADS
             mode = {True: "at once on two threads", False: f"in turn on {threads} torch thread(s)",
                     None: "(undecided)"}[parallel]
             print(f"{name}: policy and value networks updated {mode}")
@@ -274,7 +274,7 @@ def main() -> None:
 
     ours = [name for name in rounds if name in replaced]
     print(f"\nseconds per {ROLLOUT}-step rollout, median round of each of our agents")
-    print(f"{'phase':<34}" + "".join(f"{name:>19}" for name in ours))
+    print(f"{'phase':<34}" + "".join(f"{name:>25}" for name in ours))
     medians = {}
     for name in ours:
         runs = sorted(rounds[name], key=lambda r: r["seconds"])
