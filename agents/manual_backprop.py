@@ -16,16 +16,15 @@ the plasticity methods see the same batches on either path.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from agents.networks import _LOG_SQRT_2PI
 from rl_plasticity.hooks import linear_layers
 
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _ACTIVATION_TYPES = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
@@ -92,7 +91,7 @@ class ManualMLP:
         if problem:
             raise ValueError(f"manual backprop does not apply to this network: {problem}; use autograd")
         self.mlp, self.owner, self.layers = mlp, owner, linear_layers(mlp)
-        self.relu = activation == "relu"
+        self.activation, self.relu = activation, activation == "relu"
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """The output and the inputs of every layer (``x``, then each hidden feature)."""
@@ -148,7 +147,7 @@ class ManualPPOLoss:
     def check(self) -> None:
         """RuntimeError if a hook added since construction (a forward hook, say) rules this path out."""
         for name, mlp in (("policy", self.policy_mean), ("value", self.value)):
-            problem = unsupported(mlp.mlp, "relu" if mlp.relu else "tanh", mlp.owner)
+            problem = unsupported(mlp.mlp, mlp.activation, mlp.owner)
             if problem:
                 raise RuntimeError(f"manual backprop no longer applies to the {name} network: {problem}; "
                                    f"build the agent with ppo.backprop: autograd")
