@@ -77,10 +77,14 @@ class ShrinkPerturbSettings(MethodSettings):
 @dataclass
 class WeightClippingSettings(MethodSettings):
     enabled: bool = _enabled("weight clipping (Elsayed et al. 2024): clamp every weight to "
-                             "+-kappa/sqrt(fan_in) after each update")
+                             "+-kappa times its init's bound after each update")
     networks: str = _networks()
-    kappa: float = setting(1.0, "the clipping range in units of 1/sqrt(fan_in)", low=0.0, low_inclusive=False)
+    kappa: float = setting(1.0, "the clipping range in units of the init's bound", low=0.0,
+                           low_inclusive=False)
     skip_last: bool = setting(False, "leave the output layer unclipped")
+    init: str = setting("pytorch_default", "the init whose uniform bound is the unit: pytorch_default "
+                        "(1/sqrt(fan_in), the reference code's) or the networks' own (lecun for "
+                        "ppo.init=lecun)", choices=INITS)
 
 
 @dataclass

@@ -1,9 +1,13 @@
 """Weight clipping (Elsayed, Lan, Lyle and Mahmood, "Weight Clipping for Deep Continual and
 Reinforcement Learning", RLC 2024).
 
-After every optimizer step each weight is clamped to ``+-kappa * bound``, where ``bound = 1/sqrt(fan_in)``
-is the Kaiming-uniform bound of its layer; a bias uses its layer's fan-in too. ``kappa`` 1.0 is the
-paper's setting; ``skip_last`` leaves the output layer free, an option the paper discusses.
+After every optimizer step each weight is clamped to ``+-kappa * bound``, where ``bound`` is the bound of
+the uniform distribution the layer was initialised from; a bias takes its layer's weight bound. The paper
+defines it so; its code assumes PyTorch's default init, whose bound is ``1/sqrt(fan_in)``, and that is
+the default here (``init="pytorch_default"``). A network initialised otherwise names its init: with
+LeCun's ``U(+-sqrt(3/fan_in))`` (the paper's PPO), ``init="lecun"``; the default would clip it at 0.58 of
+its own init's range from the first update. ``kappa`` 1.0 is the paper's setting; ``skip_last`` leaves
+the output layer free, an option the paper discusses.
 """
 
 from __future__ import annotations
@@ -12,23 +16,33 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
+from rl_plasticity.cbp_options import INITS, init_bound
 from rl_plasticity.method import PlasticityMethod
 
 
 @dataclass
 class WeightClippingOptions:
     """Attributes:
-        kappa: the clipping range in units of ``1/sqrt(fan_in)``, > 0.
+        kappa: the clipping range in units of the init's bound, > 0.
         skip_last: leave the last layer (the output head) unclipped.
+        init: the uniform init whose bound is the unit, a name in `rl_plasticity.cbp_options.INITS`
+            (``pytorch_default``: ``1/sqrt(fan_in)``, the reference code's).
+        nonlinearity: the hidden activation, for the gain of the ``kaiming`` and ``xavier`` bounds.
     """
 
     kappa: float = 1.0
     skip_last: bool = False
+    init: str = "pytorch_default"
+    nonlinearity: str = "relu"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.kappa) and self.kappa > 0):
             raise ValueError(f"kappa must be > 0, got {self.kappa!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
+        nn.init.calculate_gain(self.nonlinearity)
 
 
 class WeightClipping(PlasticityMethod):
@@ -36,7 +50,9 @@ class WeightClipping(PlasticityMethod):
     Options = WeightClippingOptions
 
     def setup(self) -> None:
-        self._bounds = [(param, self.options.kappa / math.sqrt(layer.in_features))
+        options = self.options
+        self._bounds = [(param, options.kappa * init_bound(options.init, layer.in_features,
+                                                            layer.out_features, options.nonlinearity))
                         for layer in self.clipped_layers()
                         for param in (layer.weight, layer.bias) if param is not None]
 

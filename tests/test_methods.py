@@ -140,6 +140,29 @@ def test_weight_clipping_clamps_to_kappa_over_sqrt_fan_in(skip_last: bool) -> No
     assert method.statistics()["clipped"] >= 2
 
 
+@pytest.mark.parametrize(("init", "bound"), [("lecun", math.sqrt(3 / 16)), ("pytorch_default", 1 / 4),
+                                             ("kaiming", math.sqrt(2) * math.sqrt(3 / 16))])
+def test_weight_clipping_bound_is_the_named_inits(init: str, bound: float) -> None:
+    """The paper clips at kappa times the init distribution's bound; a LeCun-initialised network
+    (the paper's PPO) is clipped at kappa * sqrt(3 / fan_in), not at the reference code's 1/sqrt(fan_in)."""
+    net = mlp(16, 4, 2)
+    first = linears(net)[0]
+    with torch.no_grad():
+        first.weight.fill_(3.0)
+        first.bias.fill_(-3.0)
+    optimizer = frozen_optimizer(net)
+    WeightClipping(linears(net), optimizer, kappa=0.5, init=init)
+    train_step(net, optimizer, torch.randn(4, 16), torch.randn(4, 2))
+    for param, sign in ((first.weight, 1.0), (first.bias, -1.0)):
+        expected = torch.full_like(param, sign * 0.5 * bound)
+        torch.testing.assert_close(param.detach(), expected, rtol=1e-6, atol=0)
+
+
+def test_weight_clipping_refuses_an_init_without_a_bound() -> None:
+    with pytest.raises(ValueError, match="init must be one of"):
+        WeightClipping(linears(mlp(16, 4, 2)), None, init="orthogonal")
+
+
 # ---------------------------------------------------------------------- L2-Init
 def test_l2_init_is_the_gradient_of_the_squared_distance_to_the_initial_parameters() -> None:
     net = mlp(4, 6, 2)
