@@ -56,6 +56,8 @@ CANDIDATES: dict[str, list[str]] = {
     "w64_lr1e-3_mu1-0.05": ["ppo.hidden_sizes=[64, 64]", "optimizer.lr=1e-3", "env.cycle_values=[1.0, 0.05]"],
     # the chosen candidate run for 20 visits instead of 6, so the last visit is far from early learning
     "w64_lr3e-3_1M": ["ppo.hidden_sizes=[64, 64]", "optimizer.lr=3e-3", "run.total_steps=1000000"],
+    # a calmer optimizer over the same 20 visits: at 300k steps its PPO had not yet lost its return
+    "w64_lr1e-3_1M": ["ppo.hidden_sizes=[64, 64]", "optimizer.lr=1e-3", "run.total_steps=1000000"],
 }
 
 # The candidate shipped as configs/plasticity_demo/ (a test keeps the two equal).
