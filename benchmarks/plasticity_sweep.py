@@ -61,7 +61,7 @@ CANDIDATES: dict[str, list[str]] = {
 }
 
 # The candidate shipped as configs/plasticity_demo/ (a test keeps the two equal).
-CHOSEN = "w64_lr3e-3"
+CHOSEN = "w64_lr1e-3_1M"
 
 
 def scaled_cbp(overrides: list[str], rate_scale: float = 1.0) -> list[str]:

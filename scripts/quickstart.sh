@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install rl-plasticity, then show loss of plasticity and its fix.
 # Standard PPO and the paper's PPO+CBP train on Slippery Hopper whose friction alternates 2.0 / 0.2 every
-# 50k steps (configs/plasticity_demo/), 3 seeds each, two runs at a time; then `report` measures how well
-# each agent still does on frictions it has already learned (retention). About 9 minutes on 2 cores.
+# 50k steps (configs/plasticity_demo/), 3 seeds each, two runs at a time, for the first 300k of the
+# protocol's 1M steps (6 of its 20 visits); then `report` measures how well each agent still does on
+# frictions it has already learned (retention). About 8 minutes on 2 cores.
 # Run it again after an interruption: finished runs are skipped, the others resume.
 # Arguments go to `rl-plasticity compare` (e.g. --seeds 5); LOGDIR picks the output directory.
-# The full protocol (5 seeds, all four agents, ~35 minutes):
-#   rl-plasticity compare configs/plasticity_demo/{ppo,cbp,paper_cbp,paper_l2}.yaml --seeds 5 \
-#       --logdir runs/plasticity_demo
+# The full protocol (1M steps, 10 seeds of PPO and PPO+CBP, ~70 minutes on 2 cores):
+#   rl-plasticity compare configs/plasticity_demo/{ppo,paper_cbp}.yaml --seeds 10 --logdir runs/plasticity_demo
 # (the other files there are the other methods: benchmarks/methods.py --ranking, docs/methods.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ python3 -m pip install --quiet -c constraints.txt -e .
 
 LOGDIR=${LOGDIR:-runs/quickstart}
 python3 -m rl_plasticity compare configs/plasticity_demo/ppo.yaml configs/plasticity_demo/paper_cbp.yaml \
-    --seeds 3 --logdir "$LOGDIR" "$@"
+    --seeds 3 --total-steps 300000 --logdir "$LOGDIR" "$@"
 python3 -m rl_plasticity report "$LOGDIR" --out "$LOGDIR/report"
 
 cat <<MESSAGE
