@@ -6,7 +6,7 @@
 # frictions it has already learned (retention). About 8 minutes on 2 cores.
 # Run it again after an interruption: finished runs are skipped, the others resume.
 # Arguments go to `rl-plasticity compare` (e.g. --seeds 5); LOGDIR picks the output directory.
-# The full protocol (1M steps, 10 seeds of PPO and PPO+CBP, ~70 minutes on 2 cores):
+# The full protocol (1M steps, 10 seeds of PPO and PPO+CBP, ~72 minutes on 2 cores):
 #   rl-plasticity compare configs/plasticity_demo/{ppo,paper_cbp}.yaml --seeds 10 --logdir runs/plasticity_demo
 # (the other files there are the other methods: benchmarks/methods.py --ranking, docs/methods.md)
 set -euo pipefail
