@@ -3,7 +3,7 @@
 # Standard PPO and the paper's PPO+CBP train on Slippery Hopper whose friction alternates 2.0 / 0.2 every
 # 50k steps (configs/plasticity_demo/), 3 seeds each, two runs at a time, for the first 300k of the
 # protocol's 1M steps (6 of its 20 visits); then `report` measures how well each agent still does on
-# frictions it has already learned (retention). About 8 minutes on 2 cores.
+# frictions it has already learned (retention). About 6 minutes on 2 cores.
 # Run it again after an interruption: finished runs are skipped, the others resume.
 # Arguments go to `rl-plasticity compare` (e.g. --seeds 5); LOGDIR picks the output directory.
 # The full protocol (1M steps, 10 seeds of PPO and PPO+CBP, ~72 minutes on 2 cores):
