@@ -36,6 +36,16 @@ def init_bound(name: str, fan_in: int, fan_out: int, nonlinearity: str = "relu")
     return INIT_BOUNDS[name](fan_in, fan_out, nn.init.calculate_gain(nonlinearity))
 
 
+def check_init(init: object, nonlinearity: str, *, allow_callable: bool = False) -> None:
+    """ValueError unless ``init`` names a distribution of `INITS` (or, with ``allow_callable``, is a
+    callable ``init(rows, fan_in)``) and ``nonlinearity`` is a name ``torch.nn.init.calculate_gain``
+    knows: the check every method's options share."""
+    if not (allow_callable and callable(init)) and init not in INITS:
+        alternatives = " or a callable(rows, fan_in)" if allow_callable else ""
+        raise ValueError(f"init must be one of {', '.join(INITS)}{alternatives}; got {init!r}")
+    nn.init.calculate_gain(nonlinearity)  # raises ValueError on an unknown name
+
+
 @dataclass
 class CBPOptions:
     """Continual backprop's options (see `ContinualBackprop` for what each does).
@@ -76,10 +86,7 @@ class CBPOptions:
             raise ValueError(f"decay_rate must be in [0, 1), got {self.decay_rate}")
         if self.utility not in UTILITIES:
             raise ValueError(f"utility must be one of {', '.join(UTILITIES)}; got {self.utility!r}")
-        if not callable(self.init) and self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)} or a callable(rows, fan_in); got "
-                             f"{self.init!r}")
-        nn.init.calculate_gain(self.nonlinearity)  # raises ValueError on an unknown name
+        check_init(self.init, self.nonlinearity, allow_callable=True)
         self.replacement_rate = float(self.replacement_rate)
         self.maturity_threshold = int(threshold)
         self.decay_rate = float(self.decay_rate)

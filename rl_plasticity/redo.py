@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rl_plasticity.cbp_moments import MomentResets
-from rl_plasticity.cbp_options import INITS, InitFn
+from rl_plasticity.cbp_options import InitFn, check_init
 from rl_plasticity.hooks import capture_inputs
 from rl_plasticity.method import PlasticityMethod
 from rl_plasticity.units import draw_rows, reinitialise_units
@@ -50,10 +50,7 @@ class ReDoOptions:
             raise ValueError(f"tau must be in [0, 1), got {self.tau!r}")
         if isinstance(self.every, bool) or int(self.every) != self.every or self.every < 1:
             raise ValueError(f"every must be a whole number of optimizer steps >= 1, got {self.every!r}")
-        if not callable(self.init) and self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)} or a callable(rows, fan_in); got "
-                             f"{self.init!r}")
-        nn.init.calculate_gain(self.nonlinearity)
+        check_init(self.init, self.nonlinearity, allow_callable=True)
         self.tau, self.every = float(self.tau), int(self.every)
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rl_plasticity.cbp_moments import MomentResets
-from rl_plasticity.cbp_options import INITS, init_bound
+from rl_plasticity.cbp_options import check_init, init_bound
 from rl_plasticity.method import PlasticityMethod
 
 
@@ -42,9 +42,7 @@ class ResetOptions:
             if isinstance(value, bool) or int(value) != value or value < 0:
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
             setattr(self, name, int(value))
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
-        nn.init.calculate_gain(self.nonlinearity)
+        check_init(self.init, self.nonlinearity)
 
 
 class Reset(PlasticityMethod):

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from rl_plasticity.cbp_options import INITS, init_bound
+from rl_plasticity.cbp_options import check_init, init_bound
 from rl_plasticity.method import PlasticityMethod
 
 TOWARDS = ("fresh", "initial")
@@ -54,9 +54,7 @@ class ShrinkPerturbOptions:
             raise ValueError(f"every must be a whole number of optimizer steps >= 1, got {self.every!r}")
         if self.toward not in TOWARDS:
             raise ValueError(f"toward must be one of {', '.join(TOWARDS)}; got {self.toward!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
-        nn.init.calculate_gain(self.nonlinearity)
+        check_init(self.init, self.nonlinearity)
         self.every = int(self.every)
 
 

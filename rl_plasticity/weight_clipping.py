@@ -16,9 +16,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from rl_plasticity.cbp_options import INITS, init_bound
+from rl_plasticity.cbp_options import check_init, init_bound
 from rl_plasticity.method import PlasticityMethod
 
 
@@ -40,9 +39,7 @@ class WeightClippingOptions:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.kappa) and self.kappa > 0):
             raise ValueError(f"kappa must be > 0, got {self.kappa!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
-        nn.init.calculate_gain(self.nonlinearity)
+        check_init(self.init, self.nonlinearity)
 
 
 class WeightClipping(PlasticityMethod):
