@@ -48,6 +48,16 @@ def test_the_matrix_is_every_config_times_every_seed_in_its_own_directory(tmp_pa
     assert "--quiet" in command and "--fresh" not in command  # an unfinished run resumes
 
 
+def test_first_seed_starts_the_matrix_at_fresh_seeds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    configs = write_configs(tmp_path / "configs")
+    specs = run_matrix(configs[:1], 2, tmp_path / "runs", first_seed=10)
+    assert [(s.seed, s.run_dir.name) for s in specs] == [(10, "seed10"), (11, "seed11")]
+    logdir = tmp_path / "runs"
+    assert main(["compare", str(configs[0]), "--seeds", "1", "--first-seed", "7", "--logdir", str(logdir)]) == 0
+    assert [p.name for p in (logdir / "ppo").iterdir()] == ["seed7"]
+    assert read_progress(logdir / "ppo" / "seed7")["status"] == "finished"
+
+
 def test_clashing_names_missing_files_and_no_seeds_are_refused(tmp_path: Path) -> None:
     configs = write_configs(tmp_path / "a")
     other = write_configs(tmp_path / "b")

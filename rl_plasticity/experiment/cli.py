@@ -161,7 +161,10 @@ def run_config(args: argparse.Namespace) -> int:
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML configs to compare (each is "
                         "stored under LOGDIR/<file stem>/seed<k>/)")
-    parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 per config (default 3)")
+    parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds per config (default 3): "
+                        "FIRST..FIRST+N-1")
+    parser.add_argument("--first-seed", type=_non_negative_int, default=0, help="the first seed (default 0); "
+                        "e.g. --first-seed 10 --seeds 5 runs fresh seeds 10-14 to confirm a result")
     parser.add_argument("--workers", type=_positive_int, help="runs at once on this machine (default: one "
                         "per core); with --backend ray, trials at once")
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -187,7 +190,8 @@ def run_compare(args: argparse.Namespace) -> int:
         write_manifest,
     )
 
-    specs = run_matrix(args.configs, args.seeds, args.logdir, args.total_steps, args.overrides)
+    specs = run_matrix(args.configs, args.seeds, args.logdir, args.total_steps, args.overrides,
+                       first_seed=args.first_seed)
     validate_configs(specs)  # a bad key fails here, once, not in every run
     if args.fresh:
         move_existing_runs_aside(specs)
