@@ -29,12 +29,12 @@ import torch
 from rl_plasticity.experiment.config import load_config
 from rl_plasticity.experiment.run_directory import RunDirectory
 from rl_plasticity.experiment.runner import Trainer
-from rl_plasticity.experiment.runs import final_return, layer_mean_at_end, load_runs, retention
+from rl_plasticity.experiment.runs import final_return, layer_mean_at_end, load_runs, retention, wall_seconds
 from rl_plasticity.experiment.statistics import SeedStatistics
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "plasticity_demo"
-RANKED = ["ppo", "paper_cbp", "redo", "shrink_perturb", "weight_clipping", "l2_init", "reset", "parseval",
-          "nap", "crelu"]
+RANKED = ["ppo", "paper_cbp", "paper_l2", "cbp", "redo", "shrink_perturb", "weight_clipping", "l2_init",
+          "reset", "parseval", "nap", "crelu"]
 PAPER_SCALE = ["preset=dohare", "env.id=SlipperyAnt-v5", "env.num_envs=1", "log.probe_every=0",
                "log.histogram_every=0", "run.checkpoint_every=1000000000", "run.total_steps=100000000"]
 OVERHEAD = {  # each acting at its published period; CBP at the paper's settings
@@ -106,8 +106,13 @@ def ranking(agents: list[str], seeds: int, workers: int, logdir: Path, out: Path
     grouped = {name: [run for run in runs if RunDirectory(run.path).status() == "finished"]
                for name, runs in load_runs(logdir).items()}
     lines = ["| agent | seeds | retention, mean [95% CI] | retention IQM [CI] | final return [CI] | "
-             "policy dormant | policy approx. rank | value dormant | value approx. rank |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "policy dormant | policy approx. rank | value dormant | value approx. rank | steps/s per run "
+             "(vs ppo) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    # Each run's own training speed (steps over its event files' wall time, two runs at a time), so the
+    # ratios to plain PPO are of runs made side by side in this invocation.
+    speed = {name: statistics.median([(run.last_step + 1) / wall_seconds(run) for run in runs])
+             for name, runs in grouped.items() if runs}
     for name in agents:
         runs = grouped.get(name, [])
         cells = [SeedStatistics.of(layer_mean_at_end(run, net, metric) for run in runs).format_mean(3)
@@ -115,11 +120,18 @@ def ranking(agents: list[str], seeds: int, workers: int, logdir: Path, out: Path
         kept = SeedStatistics.of(retention(run) for run in runs)
         finals = SeedStatistics.of(final_return(run) for run in runs)
         lines.append(f"| {name} | {kept.count} | {kept.format_mean()} | {kept.format_iqm()} | "
-                     f"{finals.format_mean(0)} | {' | '.join(cells)} |")
+                     f"{finals.format_mean(0)} | {' | '.join(cells)} | {_speed(speed, name)} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if out is not None:
         out.write_text(text)
+
+
+def _speed(speed: dict[str, float], name: str) -> str:
+    if name not in speed:
+        return ""
+    ratio = f" ({speed[name] / speed['ppo']:.2f}x)" if "ppo" in speed else ""
+    return f"{speed[name]:,.0f}{ratio}"
 
 
 def main() -> None:

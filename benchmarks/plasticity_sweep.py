@@ -151,7 +151,8 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=list(AGENTS))
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (fresh seeds confirm)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds FIRST..FIRST+N-1 (fresh seeds confirm a result)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--logdir", type=Path, default=Path("runs/plasticity_sweep"))
     parser.add_argument("--out", type=Path, help="write the Markdown table here too")
@@ -164,7 +165,8 @@ def main() -> None:
     started = time.monotonic()
     if not args.table_only:
         command = [sys.executable, "-m", "rl_plasticity", "compare", *map(str, paths.values()),
-                   "--seeds", str(args.seeds), "--first-seed", str(args.first_seed), "--workers", str(args.workers), "--logdir", str(args.logdir)]
+                   "--seeds", str(args.seeds), "--first-seed", str(args.first_seed),
+                   "--workers", str(args.workers), "--logdir", str(args.logdir)]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
     text = table(args.logdir, args.candidates, args.agents, args.extra, (time.monotonic() - started) / 60)

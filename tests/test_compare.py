@@ -53,7 +53,8 @@ def test_first_seed_starts_the_matrix_at_fresh_seeds(tmp_path: Path, capsys: pyt
     specs = run_matrix(configs[:1], 2, tmp_path / "runs", first_seed=10)
     assert [(s.seed, s.run_dir.name) for s in specs] == [(10, "seed10"), (11, "seed11")]
     logdir = tmp_path / "runs"
-    assert main(["compare", str(configs[0]), "--seeds", "1", "--first-seed", "7", "--logdir", str(logdir)]) == 0
+    command = ["compare", str(configs[0]), "--seeds", "1", "--first-seed", "7", "--logdir", str(logdir)]
+    assert main(command) == 0
     assert [p.name for p in (logdir / "ppo").iterdir()] == ["seed7"]
     assert read_progress(logdir / "ppo" / "seed7")["status"] == "finished"
 
