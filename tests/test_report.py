@@ -66,6 +66,22 @@ def test_segments_and_their_end_returns(logdir: Path) -> None:
     assert segment_end_returns(run) == pytest.approx([48.0, 98.0])
 
 
+def test_a_stub_segment_after_the_last_change_has_no_end_return(tmp_path: Path) -> None:
+    # A run of 10,000 steps whose last rollout ran 300 steps past a change at 10,000.
+    writer = SummaryWriter(str(tmp_path / "ppo" / "seed0"))
+    for step in range(100, 10_300, 100):
+        writer.add_scalar("charts/episodic_return", step / 100, step)
+        writer.add_scalar("env/friction", (1.0, 0.1)[(step // CHANGE_AT) % 2], step)
+    for change in (CHANGE_AT, 2 * CHANGE_AT):
+        writer.add_scalar("env/friction", (1.0, 0.1)[(change // CHANGE_AT - 1) % 2], change - 1)
+    writer.close()
+    run = load_runs(tmp_path)["ppo"][0]
+    assert len(physics_segments(run)) == 3  # the stub is a segment of the physics ...
+    assert segment_end_returns(run) == pytest.approx([47.0, 97.0])  # ... but has no end-of-visit return
+    summary = summarise("ppo", [run])
+    assert len(summary.segment_returns) == len(summary.segment_values) == 2
+
+
 def test_estimate_matches_student_t_by_hand() -> None:
     value = estimate([47.0, 48.0, 49.0])
     assert value.mean == 48.0 and value.count == 3

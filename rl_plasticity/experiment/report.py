@@ -18,6 +18,7 @@ from rl_plasticity.experiment.runs import (
     RunDataWarning,
     area_under_curve,
     binned_returns,
+    complete_segments,
     drift_parameter,
     estimate,
     final_return,
@@ -109,7 +110,7 @@ def summarise(name: str, runs: list[Run]) -> ConfigSummary:
     segment_returns = [
         estimate(s[i] for s in per_run_segments if i < len(s)) for i in range(count)
     ]
-    per_run_physics = [physics_segments(run) for run in runs]
+    per_run_physics = [complete_segments(run) for run in runs]
     segment_values = []
     for i in range(count):
         values = [segments[i].value for segments in per_run_physics if i < len(segments)]

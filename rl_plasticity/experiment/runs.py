@@ -272,9 +272,10 @@ def wall_seconds(run: Run) -> float:
 
 
 def segment_end_returns(run: Run, tail: float = 0.1) -> list[float]:
-    """Mean return over the last ``tail`` of every physics segment, in segment order."""
+    """Mean return over the last ``tail`` of every complete physics segment, in segment order (a stub
+    left by the last rollout running past the final change would be a few episodes' return)."""
     return [
-        mean_return_between(run, s.end - tail * (s.end - s.start), s.end) for s in physics_segments(run)
+        mean_return_between(run, s.end - tail * (s.end - s.start), s.end) for s in complete_segments(run)
     ]
 
 
