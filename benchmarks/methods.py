@@ -106,13 +106,14 @@ def ranking(agents: list[str], seeds: int, workers: int, logdir: Path, out: Path
     grouped = {name: [run for run in runs if RunDirectory(run.path).status() == "finished"]
                for name, runs in load_runs(logdir).items()}
     lines = ["| agent | seeds | retention, mean [95% CI] | retention IQM [CI] | final return [CI] | "
-             "policy dormant | policy approx. rank | value dormant | value approx. rank | steps/s per run "
-             "(vs ppo) |",
+             "policy dormant | policy approx. rank | value dormant | value approx. rank | steps/s of its "
+             "runs (vs ppo's) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    # Each run's own training speed (steps over its event files' wall time, two runs at a time), so the
-    # ratios to plain PPO are of runs made side by side in this invocation.
+    # Each agent's median training speed (steps over its event files' wall time). Not a cost measure:
+    # the run beside it and how often episodes reset differ from agent to agent (`--overhead` is).
+    timed = {name: [run for run in runs if wall_seconds(run) > 0] for name, runs in grouped.items()}
     speed = {name: statistics.median([(run.last_step + 1) / wall_seconds(run) for run in runs])
-             for name, runs in grouped.items() if runs}
+             for name, runs in timed.items() if runs}
     for name in agents:
         runs = grouped.get(name, [])
         cells = [SeedStatistics.of(layer_mean_at_end(run, net, metric) for run in runs).format_mean(3)

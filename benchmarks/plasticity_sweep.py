@@ -58,7 +58,7 @@ CANDIDATES: dict[str, list[str]] = {
     "w64_lr3e-3_1M": ["ppo.hidden_sizes=[64, 64]", "optimizer.lr=3e-3", "run.total_steps=1000000"],
     # a calmer optimizer over the same 20 visits: at 300k steps its PPO had not yet lost its return
     "w64_lr1e-3_1M": ["ppo.hidden_sizes=[64, 64]", "optimizer.lr=1e-3", "run.total_steps=1000000"],
-    # between the two: PPO's loss at lr 1e-3 was too mild for 7 fresh seeds, CBP's hold at 3e-3 failed
+    # between the two (not run yet): PPO's loss at lr 1e-3 is mild, CBP's hold at 3e-3 failed
     "w64_lr2e-3_1M": ["ppo.hidden_sizes=[64, 64]", "optimizer.lr=2e-3", "run.total_steps=1000000"],
 }
 

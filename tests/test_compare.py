@@ -48,7 +48,7 @@ def test_the_matrix_is_every_config_times_every_seed_in_its_own_directory(tmp_pa
     assert "--quiet" in command and "--fresh" not in command  # an unfinished run resumes
 
 
-def test_first_seed_starts_the_matrix_at_fresh_seeds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_first_seed_starts_the_matrix_at_fresh_seeds(tmp_path: Path) -> None:
     configs = write_configs(tmp_path / "configs")
     specs = run_matrix(configs[:1], 2, tmp_path / "runs", first_seed=10)
     assert [(s.seed, s.run_dir.name) for s in specs] == [(10, "seed10"), (11, "seed11")]
