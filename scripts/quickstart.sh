@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install rl-plasticity, then show loss of plasticity and its fix.
 # Standard PPO and the paper's PPO+CBP train on Slippery Hopper whose friction alternates 2.0 / 0.2 every
-# 50k steps (configs/plasticity_demo/), 3 seeds each, two runs at a time, for the first 300k of the
-# protocol's 1M steps (6 of its 20 visits); then `report` measures how well each agent still does on
-# frictions it has already learned (retention). About 6 minutes on 2 cores.
+# 50k steps (configs/plasticity_demo/), 3 seeds each, two runs at a time, for 300k steps (6 visits, 3 of
+# each friction; the presets run 1M); then `report` measures how well each agent still does on frictions
+# it has already learned (retention). About 6 minutes on 2 cores.
 # Run it again after an interruption: finished runs are skipped, the others resume.
-# Arguments go to `rl-plasticity compare` (e.g. --seeds 5); LOGDIR picks the output directory.
-# The full protocol (1M steps, 10 seeds of PPO and PPO+CBP, ~72 minutes on 2 cores):
-#   rl-plasticity compare configs/plasticity_demo/{ppo,paper_cbp}.yaml --seeds 10 --logdir runs/plasticity_demo
+# Arguments go to `rl-plasticity compare` (e.g. --seeds 10: the protocol); LOGDIR picks the output directory.
+# The protocol (the same 300k steps at 10 seeds of PPO and PPO+CBP, ~20 minutes on 2 cores):
+#   rl-plasticity compare configs/plasticity_demo/{ppo,paper_cbp}.yaml --seeds 10 --total-steps 300000 \
+#       --logdir runs/plasticity_demo
+# and its long view, the presets' full 1M steps (~72 minutes): the same without --total-steps.
 # (the other files there are the other methods: benchmarks/methods.py --ranking, docs/methods.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
