@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from rl_plasticity.cbp_moments import MomentResets
 from rl_plasticity.cbp_options import INITS, OPTION_NAMES, UTILITIES, CBPOptions, InitFn
+from rl_plasticity.cbp_statistics import RunningStatistics
 from rl_plasticity.cbp_utilities import UTILITY_RULES
 from rl_plasticity.cbp_utilities import debias as _debias
 from rl_plasticity.hooks import capture_inputs, check_linear_chain, linear_layers
@@ -108,8 +109,8 @@ class ContinualBackprop(PlasticityMethod):
 
         device = self.layers[0].weight.device
         widths = [layer.out_features for layer in self.layers[:-1]]
-        self._utility = [torch.zeros(w, device=device) for w in widths]
-        self._mean_activation = [torch.zeros(w, device=device) for w in widths]
+        self._statistics = RunningStatistics(widths, [layer.out_features for layer in self.layers[1:]],
+                                             self.options.decay_rate, device)
         # Units store the step they were born at; age = steps - birth costs nothing per step.
         self._birth = [torch.zeros(w, dtype=torch.long, device=device) for w in widths]
         self._carry = [0.0 for _ in widths]
@@ -125,7 +126,6 @@ class ContinualBackprop(PlasticityMethod):
         # must not hold on to memory; the step then scores the most recent batches.
         self._features: list[deque[Tensor]] = [deque(maxlen=MAX_PENDING_BATCHES) for _ in widths]
         self._warned_no_features = False
-        self._scratch: list[tuple[Tensor, Tensor, Tensor, Tensor] | None] = [None for _ in widths]
 
         self._handles = capture_inputs(self.layers[1:], self._capture)
         # Optimizer step count at which each entry's moments were last zeroed, per parameter.
@@ -144,6 +144,9 @@ class ContinualBackprop(PlasticityMethod):
     def __setattr__(self, name: str, value: Any) -> None:
         if name in OPTION_NAMES:
             value, name = dataclasses.replace(self.options, **{name: value}), "options"
+            if "_statistics" in self.__dict__:
+                self._statistics.fold()  # the steps recorded so far average with the decay they saw
+                self._statistics.decay_rate = value.decay_rate
         object.__setattr__(self, name, value)
 
     def _after_optimizer_step(self) -> None:
@@ -211,37 +214,22 @@ class ContinualBackprop(PlasticityMethod):
 
     @torch.no_grad()
     def _update_statistics(self) -> None:
-        # This runs after every optimizer step on small tensors, where allocation and dispatch cost more
-        # than arithmetic: results go into per-layer scratch buffers (out=) instead of new tensors.
+        # Three reductions per hidden layer, recorded per step; the running averages are folded every
+        # few steps (`rl_plasticity.cbp_statistics`).
         options, rule = self.options, UTILITY_RULES[self.options.utility]
-        if not rule.scores_units and not options.bias_correction:
+        track_mean = options.bias_correction or rule.reads_mean_activation
+        if not rule.scores_units and not track_mean:
             return
-        keep = 1.0 - options.decay_rate
-        for k in range(self.num_hidden_layers):
-            features = self._batch_features(k)
-            outgoing = self.layers[k + 1].weight
-            abs_features, feature_magnitude, abs_outgoing, outgoing_magnitude = self._scratch_for(k, features)
-            if options.bias_correction or rule.reads_mean_activation:
-                self._mean_activation[k].lerp_(torch.mean(features, 0, out=feature_magnitude), keep)
-            if not rule.scores_units:
-                continue
-            mean = self._mean_activation[k] / _debias(options.decay_rate, self._age(k)) \
-                if rule.reads_mean_activation else None
-            rule.feature_magnitude(features, self.layers[k], mean, abs_features, feature_magnitude)
-            torch.sum(torch.abs(outgoing, out=abs_outgoing), 0, out=outgoing_magnitude)
-            # The running average of mean_batch |h_i| * mean_k |W_next[k, i]| (both 1/n folded in here).
-            self._utility[k].mul_(options.decay_rate).addcmul_(
-                feature_magnitude, outgoing_magnitude, value=keep / (len(features) * outgoing.shape[0]))
-
-    def _scratch_for(self, k: int, features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        scratch = self._scratch[k]
-        if scratch is None or scratch[0].shape != features.shape:
-            width = features.shape[1]
-            outgoing = self.layers[k + 1].weight
-            scratch = self._scratch[k] = (torch.empty_like(features), features.new_empty(width),
-                                          torch.empty_like(outgoing, requires_grad=False),
-                                          features.new_empty(width))
-        return scratch
+        magnitude = None
+        if rule.scores_units:
+            def magnitude(k: int, features: Tensor, scratch: Tensor, out: Tensor) -> None:
+                mean = None
+                if rule.reads_mean_activation:  # as of this step, its batch included
+                    mean = self._statistics.current(k, "mean_activation") / _debias(options.decay_rate,
+                                                                                    self._age(k))
+                rule.feature_magnitude(features, self.layers[k], mean, scratch, out)
+        self._statistics.record([self._batch_features(k) for k in range(self.num_hidden_layers)],
+                                [layer.weight for layer in self.layers[1:]], track_mean, magnitude)
 
     def _number_to_replace(self, k: int) -> int:
         if self.options.replacement_rate == 0.0 or self.steps <= self.options.maturity_threshold:
@@ -271,16 +259,17 @@ class ContinualBackprop(PlasticityMethod):
 
     def _ranked_utility(self, k: int, age: Tensor) -> Tensor:
         rule = UTILITY_RULES[self.options.utility]
-        return rule.score(self._utility[k], age, self.options.decay_rate, self.generator)
+        return rule.score(self._statistics.utility[k], age, self.options.decay_rate, self.generator)
 
     def _replace_in_layer(self, k: int, count: int) -> None:
+        self._statistics.fold()
         age = self._age(k)
         score = self._ranked_utility(k, age).masked_fill(age <= self.options.maturity_threshold, math.inf)
         units = torch.topk(score, count, largest=False).indices
         incoming, outgoing = self.layers[k], self.layers[k + 1]
 
         if self.options.bias_correction:
-            mean = self._mean_activation[k][units] / _debias(self.options.decay_rate, age[units])
+            mean = self._statistics.mean_activation[k][units] / _debias(self.options.decay_rate, age[units])
             outgoing.bias.add_(outgoing.weight[:, units] @ mean)
         options = self.options
         rows = draw_rows(count, incoming, options.init, options.nonlinearity, self.generator)
@@ -288,8 +277,7 @@ class ContinualBackprop(PlasticityMethod):
         if self.options.reset_optimizer_state:
             self._moments_reset_at.zero_units(self.optimizer, incoming, outgoing, units)
 
-        self._utility[k][units] = 0.0
-        self._mean_activation[k][units] = 0.0
+        self._statistics.zero_units(k, units)
         self._birth[k][units] = self.steps
         self._recent_births[k].extend([self.steps] * count)
         self.replaced_total[k] += count
@@ -298,8 +286,8 @@ class ContinualBackprop(PlasticityMethod):
     # ------------------------------------------------------------------ inspection and persistence
     def utilities(self) -> list[Tensor]:
         """Bias-corrected running utility of every hidden unit, one tensor per hidden layer."""
-        return [self._utility[k] / _debias(self.options.decay_rate, self._age(k))
-                for k in range(len(self._utility))]
+        return [self._statistics.current(k, "utility") / _debias(self.options.decay_rate, self._age(k))
+                for k in range(self.num_hidden_layers)]
 
     def ages(self) -> list[Tensor]:
         """Age in steps of every hidden unit, one tensor per hidden layer."""
@@ -309,8 +297,10 @@ class ContinualBackprop(PlasticityMethod):
         return {
             "hidden_sizes": [int(b.numel()) for b in self._birth],
             "steps": self.steps,
-            "utility": [u.clone() for u in self._utility],
-            "mean_activation": [m.clone() for m in self._mean_activation],
+            "utility": [u.clone() for u in self._statistics.utility],
+            "mean_activation": [m.clone() for m in self._statistics.mean_activation],
+            # the steps recorded since the last fold (older checkpoints have none)
+            "pending_statistics": self._statistics.state(),
             "age": self.ages(),
             "carry": list(self._carry),
             "replaced_total": list(self.replaced_total),
@@ -326,9 +316,7 @@ class ContinualBackprop(PlasticityMethod):
                 f"state_dict is for hidden sizes {state['hidden_sizes']}, but this ContinualBackprop is "
                 f"attached to hidden sizes {sizes}; load it into an object built on the same network"
             )
-        for k in range(self.num_hidden_layers):
-            self._utility[k].copy_(state["utility"][k])
-            self._mean_activation[k].copy_(state["mean_activation"][k])
+        self._statistics.load(state["utility"], state["mean_activation"], state.get("pending_statistics"))
         self.steps = int(state["steps"])
         for k in range(self.num_hidden_layers):
             self._birth[k].copy_(self.steps - state["age"][k])

@@ -48,17 +48,21 @@ def make_trainer(*overrides: str, config: Path | None = None, run_dir: Path | No
     return Trainer(load_config(config, list(overrides)), run_dir)
 
 
-def assert_same_state(a: object, b: object, where: str = "state") -> None:
-    """``a`` and ``b`` hold the same keys, lengths and values, tensors and arrays bit for bit; the
-    failure names the path to the first difference (``agent.optimizer.state.3.exp_avg``)."""
+def assert_same_state(a: object, b: object, where: str = "state", rtol: float = 0.0) -> None:
+    """``a`` and ``b`` hold the same keys, lengths and values, tensors and arrays bit for bit (tensors to
+    ``rtol``, and an absolute 1e-7, if given); the failure names the path to the first difference
+    (``agent.optimizer.state.3.exp_avg``)."""
     if isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys differ"
         for key in a:
-            assert_same_state(a[key], b[key], f"{where}.{key}")
+            assert_same_state(a[key], b[key], f"{where}.{key}", rtol)
     elif isinstance(a, (list, tuple)):
         assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: lengths differ"
         for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_state(x, y, f"{where}[{index}]")
+            assert_same_state(x, y, f"{where}[{index}]", rtol)
+    elif isinstance(a, torch.Tensor) and rtol:
+        assert isinstance(b, torch.Tensor), where
+        torch.testing.assert_close(a, b, rtol=rtol, atol=1e-7, msg=lambda text: f"{where}: {text}")
     elif isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
     elif isinstance(a, np.ndarray):

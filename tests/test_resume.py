@@ -235,10 +235,13 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(
 FIXTURE = Path(__file__).parent / "fixtures" / "run_before_consolidation"
 
 
-def test_a_checkpoint_written_by_an_earlier_version_resumes_bit_identically(tmp_path: Path) -> None:
+def test_a_checkpoint_written_by_an_earlier_version_resumes_to_its_state(tmp_path: Path) -> None:
     """``FIXTURE`` holds step 512 of a run written before the layout's consolidation (config
     ``train.yaml``: CBP on both networks, two env copies, friction changes) and the state its uninterrupted
-    run reached at step 1,024. Resuming the old checkpoint with today's code must reach the same state."""
+    run reached at step 1,024. Resuming the old checkpoint with today's code must reach the same state:
+    the same replacements and episodes, and the same weights and moments to float rounding (bit for bit
+    until CBP's running averages were folded every few steps rather than at each, which groups their
+    sums differently; a resume within one version stays bit-identical, tested above)."""
     import shutil
 
     run_dir = tmp_path / "runs" / "legacy"
@@ -250,8 +253,8 @@ def test_a_checkpoint_written_by_an_earlier_version_resumes_bit_identically(tmp_
     state, expected = found[1], torch.load(FIXTURE / "expected_step_1024.pt", weights_only=False)
     agent = state["agent"]
     for network in ("policy", "value"):
-        assert_same_state(agent[network], expected[network], network)
-    assert_same_state(agent["optimizer"]["state"], expected["optimizer_state"], "optimizer")
+        assert_same_state(agent[network], expected[network], network, rtol=1e-5)
+    assert_same_state(agent["optimizer"]["state"], expected["optimizer_state"], "optimizer", rtol=1e-5)
     replaced = [agent[name]["replaced_total"] for name in ("cbp_policy", "cbp_value")]
     assert replaced == expected["replaced"]
     assert state["episodes_seen"] == expected["episodes_seen"]
