@@ -47,7 +47,7 @@ class MomentResets:
 
     def __init__(self, entries: dict[nn.Parameter, Tensor] | None = None) -> None:
         self.entries: dict[nn.Parameter, Tensor] = dict(entries or {})
-        self._active: dict[nn.Parameter, tuple[Tensor, Tensor, float]] = {}
+        self._plans: dict[int, _GroupPlan] = {}
         self._tables: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def __bool__(self) -> bool:
@@ -64,14 +64,14 @@ class MomentResets:
             if adam_like(optimizer) and "step" in state:
                 entries = self.entries.setdefault(param, torch.full(param.shape, -1.0))
                 entries.index_fill_(dim, units.cpu(), float(state["step"]))
-                self._active.pop(param, None)
+                self._plans.clear()
 
     def zero_parameter(self, optimizer: torch.optim.Optimizer, param: nn.Parameter) -> None:
         """Zero the optimizer's moments of every entry of ``param``."""
         state = _zero_state(optimizer, param, None, None)
         if adam_like(optimizer) and "step" in state:
             self.entries[param] = torch.full(param.shape, float(state["step"]))
-            self._active.pop(param, None)
+            self._plans.clear()
 
     def _corrections(self, betas: tuple[float, float], horizon: float, like: Tensor) -> tuple[Tensor, Tensor]:
         """Adam's bias corrections ``1 / (1 - beta1^n)`` and ``1 / sqrt(1 - beta2^n)`` for n = 0, 1, ...
@@ -86,63 +86,68 @@ class MomentResets:
                                  torch.tensor(second, dtype=like.dtype, device=like.device))
         return self._tables[key]
 
-    def _reset_entries(self, param: nn.Parameter) -> tuple[Tensor, Tensor, float]:
-        """The flat indices of ``param``'s reset entries, the steps they were reset at, and the earliest."""
-        if param not in self._active:
-            flat = self.entries[param].view(-1)
-            indices = torch.nonzero(flat >= 0).squeeze(1)
-            steps = flat[indices]
-            self._active[param] = (indices.to(param.device), steps.to(param.device), float(steps.min()))
-        return self._active[param]
+    def _plan(self, group: dict, optimizer: torch.optim.Optimizer) -> _GroupPlan | None:
+        """What correcting ``group`` needs until the next reset or forgetting, built once for that span
+        (or again if the optimizer's state tensors were replaced, as its ``load_state_dict`` does)."""
+        key = id(group)
+        plan = self._plans.get(key)
+        if plan is not None and plan.still_current(optimizer):
+            return plan
+        params = [p for p in group["params"] if p in self.entries and "step" in optimizer.state.get(p, {})]
+        if not params:
+            self._plans.pop(key, None)
+            return None
+        plan = self._plans[key] = _GroupPlan(params, self.entries, optimizer)
+        return plan
 
     @torch.no_grad()
     def correct(self, optimizer: torch.optim.Optimizer) -> None:
         """Redo the last Adam update of every reset entry with bias corrections for its own age; entries
         past the age where both corrections agree are forgotten."""
         for group in optimizer.param_groups:
-            params = [p for p in group["params"]
-                      if p in self.entries and "step" in optimizer.state.get(p, {})]
-            if not params:
+            plan = self._plan(group, optimizer)
+            if plan is None:
                 continue
-            horizon = _horizon(group["betas"], optimizer.state[params[0]]["exp_avg"].dtype)
-            indices, reset_steps, earliest, steps, moments, squares = [], [], [], [], [], []
-            for param in params:
-                state = optimizer.state[param]
-                index, reset_step, first_reset = self._reset_entries(param)
-                indices.append(index)
-                reset_steps.append(reset_step)
-                earliest.append(first_reset)
-                steps.append(float(state["step"]))
-                moments.append(state["exp_avg"].view(-1).index_select(0, index))
-                squares.append(state["exp_avg_sq"].view(-1).index_select(0, index))
-            sizes = [len(index) for index in indices]
-            first, second = self._corrections(group["betas"], horizon, moments[0])
-            if len(set(steps)) == 1:
-                step: Tensor | float = steps[0]
-                applied_first, applied_second = (float(c[min(int(steps[0]), len(c) - 1)])
-                                                 for c in (first, second))
+            horizon = _horizon(group["betas"], plan.moments[0].dtype)
+            first, second = self._corrections(group["betas"], horizon, plan.moments[0])
+            steps = [float(optimizer.state[p]["step"]) for p in plan.params]
+            last = len(first) - 1
+            m = plan.gather(plan.moments)
+            root_v = plan.gather(plan.squares).sqrt_()
+            eps = group["eps"]
+            # delta = m * applied_first / (root_v * applied_second + eps) - m * wanted_first / (root_v *
+            # wanted_second + eps), in as few passes over the entries as possible: they can be many
+            # (ReDo resetting a third of a layer), and each pass costs.
+            if steps.count(steps[0]) == len(steps):  # the usual case: the group's params step together
+                at_step = min(int(steps[0]), last)
+                applied_first, applied_second = float(first[at_step]), float(second[at_step])
+                denominator = root_v.add(eps) if applied_second == 1.0 else \
+                    root_v.mul(applied_second).add_(eps)
+                delta = torch.div(m, denominator)
+                if applied_first != 1.0:
+                    delta.mul_(applied_first)
+                at_age = torch.rsub(plan.reset_steps, int(steps[0])).clamp_(1, last)
             else:
-                step = torch.repeat_interleave(torch.tensor(steps), torch.tensor(sizes)).to(moments[0])
-                at_step = step.clamp(max=len(first) - 1).long()
-                applied_first = first.index_select(0, at_step)
-                applied_second = second.index_select(0, at_step)
-            reset_step = torch.cat(reset_steps)
-            at_age = (step - reset_step).clamp(1, len(first) - 1).long()
-            m, root_v, eps = torch.cat(moments), torch.cat(squares).sqrt(), group["eps"]
-            applied = m * applied_first / (root_v * applied_second + eps)
-            wanted = m * first.index_select(0, at_age) / (root_v * second.index_select(0, at_age) + eps)
-            deltas = (applied - wanted).split(sizes)
-            for k, param in enumerate(params):
-                param.view(-1).index_add_(0, indices[k], deltas[k], alpha=group["lr"])
-                if earliest[k] < steps[k] - horizon:
-                    self._forget(param, indices[k], reset_steps[k] < steps[k] - horizon)
+                step = torch.repeat_interleave(torch.tensor(steps), torch.tensor(plan.sizes))
+                step = step.long()
+                at_step = step.clamp(max=last)
+                delta = m * first.index_select(0, at_step) / (root_v * second.index_select(0, at_step) + eps)
+                at_age = (step - plan.reset_steps).clamp_(1, last)
+            wanted_denominator = torch.addcmul(plan.eps(eps), root_v, second.index_select(0, at_age))
+            delta.addcdiv_(m.mul_(first.index_select(0, at_age)), wanted_denominator, value=-1.0)
+            for param, index, part in zip(plan.params, plan.indices, delta.split(plan.sizes), strict=True):
+                param.view(-1).index_add_(0, index, part, alpha=group["lr"])
+            if plan.earliest < min(steps) - horizon:
+                for k, param in enumerate(plan.params):
+                    if plan.earliest_of[k] < steps[k] - horizon:
+                        self._forget(param, plan.indices[k], plan.reset_steps_of(k) < steps[k] - horizon)
+                self._plans.pop(id(group), None)
 
     def _forget(self, param: nn.Parameter, indices: Tensor, old: Tensor) -> None:
         if bool(old.all()):
             del self.entries[param]
         else:
             self.entries[param].view(-1)[indices[old].cpu()] = -1.0
-        self._active.pop(param, None)
 
     def saved(self, parameters: list[nn.Parameter]) -> list[Tensor | None]:
         """The entries as a list in the order of ``parameters`` (None where nothing was reset): for a
@@ -153,6 +158,47 @@ class MomentResets:
     def restored(cls, parameters: list[nn.Parameter], saved: list[Tensor | None]) -> MomentResets:
         """The inverse of `saved`."""
         return cls({p: r.clone() for p, r in zip(parameters, saved, strict=True) if r is not None})
+
+
+class _GroupPlan:
+    """One param group's reset entries, gathered between two resets: per parameter its flat indices,
+    the steps they were reset at, and views of its Adam moments."""
+
+    def __init__(self, params: list[nn.Parameter], entries: dict[nn.Parameter, Tensor],
+                 optimizer: torch.optim.Optimizer) -> None:
+        self.params = params
+        self.indices, reset_steps = [], []
+        for param in params:
+            flat = entries[param].view(-1)
+            index = torch.nonzero(flat >= 0).squeeze(1)
+            self.indices.append(index.to(param.device))
+            reset_steps.append(flat[index].long().to(param.device))
+        self.sizes = [len(index) for index in self.indices]
+        self.reset_steps = torch.cat(reset_steps)
+        self.earliest_of = [float(steps.min()) for steps in reset_steps]
+        self.earliest = min(self.earliest_of)
+        self._state_tensors = [optimizer.state[p]["exp_avg"] for p in params]
+        self.moments = [optimizer.state[p]["exp_avg"].view(-1) for p in params]
+        self.squares = [optimizer.state[p]["exp_avg_sq"].view(-1) for p in params]
+
+    def eps(self, value: float) -> Tensor:
+        """``value`` as a 0-d tensor (one per plan: building it costs as much as an op)."""
+        if getattr(self, "_eps", (None,))[0] != value:
+            like = self.moments[0]
+            self._eps = (value, torch.tensor(value, dtype=like.dtype, device=like.device))
+        return self._eps[1]
+
+    def still_current(self, optimizer: torch.optim.Optimizer) -> bool:
+        return all(optimizer.state.get(p, {}).get("exp_avg") is t
+                   for p, t in zip(self.params, self._state_tensors, strict=True))
+
+    def gather(self, flat_tensors: list[Tensor]) -> Tensor:
+        parts = [t.index_select(0, index) for t, index in zip(flat_tensors, self.indices, strict=True)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def reset_steps_of(self, k: int) -> Tensor:
+        start = sum(self.sizes[:k])
+        return self.reset_steps[start:start + self.sizes[k]]
 
 
 def _horizon(betas: tuple[float, float], dtype: torch.dtype) -> float:

@@ -3,6 +3,8 @@ would move them, whatever the parameter's own step count, until both bias correc
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import pytest
 import torch
 from torch import nn
@@ -101,3 +103,26 @@ def test_past_the_horizon_a_fresh_adams_corrections_are_one_in_float32(betas: tu
     first, second = MomentResets()._corrections(betas, horizon, torch.zeros(1))
     assert first[-1].item() == second[-1].item() == 1.0
     assert first[int(horizon / 2)].item() > 1.0 or second[int(horizon / 2)].item() > 1.0
+
+
+def test_the_correction_follows_an_optimizer_whose_state_was_reloaded() -> None:
+    """`correct` caches views of Adam's moments between resets; ``optimizer.load_state_dict`` replaces
+    those tensors, and the correction must read the new ones."""
+    results = []
+    for reload in (False, True):
+        layers, optimizer = two_layers(((0.9, 0.999), (0.9, 0.999)))
+        resets = MomentResets()
+        generator = torch.Generator().manual_seed(4)
+        for step in range(40):
+            for layer in layers:
+                for param in layer.parameters():
+                    param.grad = torch.randn(param.shape, generator=generator)
+            optimizer.step()
+            resets.correct(optimizer)
+            if step == 10:
+                resets.zero_units(optimizer, layers[0], layers[1], torch.tensor([1, 3]))
+            if reload and step == 20:
+                optimizer.load_state_dict(deepcopy(optimizer.state_dict()))  # new tensors
+        results.append([p.detach().clone() for layer in layers for p in layer.parameters()])
+    for plain, reloaded in zip(*results, strict=True):
+        assert torch.equal(plain, reloaded)
