@@ -22,30 +22,43 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from agents.networks import _LOG_SQRT_2PI
+from agents.networks import _LOG_SQRT_2PI, ConcatenatedReLU
 from rl_plasticity.hooks import linear_layers
 
-_ACTIVATION_TYPES = {"relu": nn.ReLU, "tanh": nn.Tanh}
+#: the hidden activations each ``ppo.activation`` builds (CReLU: `agents.networks.ConcatenatedReLU`)
+_ACTIVATION_TYPES = {"relu": (nn.ReLU, ConcatenatedReLU), "tanh": (nn.Tanh,)}
 
 
 def unsupported(mlp: nn.Sequential, activation: str, owner: nn.Module | None = None) -> str | None:
     """Why `ManualMLP` cannot stand in for ``mlp(x)`` and its backward, or ``None`` if it can; ``owner``
     is the module whose forward calls ``mlp`` (its hooks would not fire either)."""
-    expected = _ACTIVATION_TYPES.get(activation)
-    if expected is None:
+    allowed = _ACTIVATION_TYPES.get(activation)
+    if allowed is None:
         return f"activation {activation!r} (only relu and tanh)"
+    names = " or ".join(kind.__name__ for kind in allowed)
     modules = list(mlp)
     for index, module in enumerate(modules):
-        wanted = nn.Linear if index % 2 == 0 else expected
-        if type(module) is not wanted:
-            return (f"{type(module).__name__} at position {index} (only Linear and {expected.__name__} "
-                    f"alternate)")
-        if index % 2 == 0 and module.bias is None:
-            return f"a Linear without a bias at position {index}"
-        if module._forward_hooks or (index % 2 and module._forward_pre_hooks):
+        if module._forward_hooks or (not isinstance(module, nn.Linear) and module._forward_pre_hooks):
             return f"a forward hook on {type(module).__name__} at position {index}"
-    if len(modules) % 2 == 0:
-        return "an MLP that does not end in a Linear layer"
+    # The layout: (Linear, [LayerNorm], activation)*, Linear
+    index = 0
+    while True:
+        if index == len(modules) or type(modules[index]) is not nn.Linear:
+            return ("an MLP that does not end in a Linear layer" if index == len(modules) else
+                    f"{type(modules[index]).__name__} at position {index} (expected a Linear)")
+        if modules[index].bias is None:
+            return f"a Linear without a bias at position {index}"
+        index += 1
+        if index == len(modules):
+            break
+        if type(modules[index]) is nn.LayerNorm:
+            if len(modules[index].normalized_shape) != 1:
+                return f"a LayerNorm over more than the last axis at position {index}"
+            index += 1
+        if index == len(modules) or type(modules[index]) not in allowed:
+            found = type(modules[index]).__name__ if index < len(modules) else "the end"
+            return f"{found} at position {index} (only Linear, LayerNorm and {names})"
+        index += 1
     for module, what in ((mlp, "the MLP itself"), (owner, type(owner).__name__)):
         if module is not None and (module._forward_hooks or module._forward_pre_hooks):
             return f"a forward hook on {what}"
@@ -82,46 +95,82 @@ def continue_backprop(saved_path: str, current: ManualPPOLoss | None, settings: 
 class ManualMLP:
     """``mlp(x)`` and the gradients of its parameters for a given output gradient, by hand.
 
-    ``forward`` returns the output and what ``backward`` needs; ``backward(grad_out, saved)`` writes
-    ``d loss / d parameter`` into each parameter's ``.grad`` (allocated once, then overwritten).
+    ``forward`` returns the output and what ``backward`` needs (each module's input, and LayerNorm's
+    statistics); ``backward(grad_out, saved)`` writes ``d loss / d parameter`` into each parameter's
+    ``.grad``. LayerNorm's forward and backward are the kernels autograd itself calls
+    (``native_layer_norm`` and its backward).
     """
 
     def __init__(self, mlp: nn.Sequential, activation: str, owner: nn.Module | None = None) -> None:
         problem = unsupported(mlp, activation, owner)
         if problem:
             raise ValueError(f"manual backprop does not apply to this network: {problem}; use autograd")
-        self.mlp, self.owner, self.layers = mlp, owner, linear_layers(mlp)
-        self.activation, self.relu = activation, activation == "relu"
+        self.mlp, self.owner, self.modules = mlp, owner, list(mlp)
+        self.layers = linear_layers(mlp)
+        self.activation = activation
 
-    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """The output and the inputs of every layer (``x``, then each hidden feature)."""
-        inputs = [x]
-        for k, layer in enumerate(self.layers):
-            for hook in layer._forward_pre_hooks.values():
-                if hook(layer, (inputs[k],)) is not None:
-                    raise ValueError("a forward pre-hook that changes its input needs autograd backprop")
-            out = torch.addmm(layer.bias.detach(), inputs[k], layer.weight.detach().t())
-            if k < len(self.layers) - 1:
-                inputs.append(out.relu_() if self.relu else out.tanh_())
-        return out, inputs
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Any]]:
+        """The output and, per module, what its backward needs (its input; LayerNorm's mean and rstd)."""
+        saved: list[Any] = []
+        for module in self.modules:
+            kind = type(module)
+            if kind is nn.Linear:
+                for hook in module._forward_pre_hooks.values():
+                    if hook(module, (x,)) is not None:
+                        raise ValueError("a forward pre-hook that changes its input needs autograd backprop")
+                saved.append(x)
+                x = torch.addmm(module.bias.detach(), x, module.weight.detach().t())
+            elif kind is nn.LayerNorm:
+                weight = None if module.weight is None else module.weight.detach()
+                bias = None if module.bias is None else module.bias.detach()
+                normalised, mean, rstd = torch.native_layer_norm(x, module.normalized_shape, weight, bias,
+                                                                 module.eps)
+                saved.append((x, mean, rstd))
+                x = normalised
+            elif kind is ConcatenatedReLU:
+                x = torch.cat((torch.relu(x), torch.relu(-x)), dim=-1)
+                saved.append(x)
+            else:  # ReLU, Tanh: in place on a tensor only this forward holds; the backward reads the output
+                x = x.relu_() if kind is nn.ReLU else x.tanh_()
+                saved.append(x)
+        return x, saved
 
-    def backward(self, grad_out: Tensor, inputs: list[Tensor]) -> None:
+    def backward(self, grad_out: Tensor, saved: list[Any]) -> None:
         grad = grad_out
-        for k in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[k]
-            weight, bias = layer.weight, layer.bias
-            if weight.grad is None:
-                weight.grad = torch.empty_like(weight)
-            if bias.grad is None:
-                bias.grad = torch.empty_like(bias)
-            torch.mm(grad.t(), inputs[k], out=weight.grad)
-            torch.sum(grad, 0, out=bias.grad)
-            if k == 0:
-                break
-            grad_in = torch.mm(grad, weight.detach())
-            features = inputs[k]
-            grad = torch.ops.aten.threshold_backward(grad_in, features, 0.0) if self.relu \
-                else torch.ops.aten.tanh_backward(grad_in, features)
+        for index in range(len(self.modules) - 1, -1, -1):
+            module, kind = self.modules[index], type(self.modules[index])
+            if kind is nn.Linear:
+                weight, bias, inputs = module.weight, module.bias, saved[index]
+                if weight.grad is None:
+                    weight.grad = torch.empty_like(weight)
+                if bias.grad is None:
+                    bias.grad = torch.empty_like(bias)
+                torch.mm(grad.t(), inputs, out=weight.grad)
+                torch.sum(grad, 0, out=bias.grad)
+                if index == 0:
+                    break
+                grad = torch.mm(grad, weight.detach())
+            elif kind is nn.LayerNorm:
+                inputs, mean, rstd = saved[index]
+                weight = None if module.weight is None else module.weight.detach()
+                bias = None if module.bias is None else module.bias.detach()
+                grad, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
+                    grad, inputs, module.normalized_shape, mean, rstd, weight, bias,
+                    [True, weight is not None, bias is not None])
+                if weight is not None:
+                    module.weight.grad = grad_weight
+                if bias is not None:
+                    module.bias.grad = grad_bias
+            elif kind is ConcatenatedReLU:
+                out = saved[index]
+                half = out.shape[-1] // 2
+                # d/dx relu(x) on the first half, d/dx relu(-x) = -(x < 0) on the second
+                grad = torch.ops.aten.threshold_backward(grad[:, :half], out[:, :half], 0.0).sub_(
+                    torch.ops.aten.threshold_backward(grad[:, half:], out[:, half:], 0.0))
+            elif kind is nn.ReLU:
+                grad = torch.ops.aten.threshold_backward(grad, saved[index], 0.0)
+            else:
+                grad = torch.ops.aten.tanh_backward(grad, saved[index])
 
 
 def _maximum_gradient(first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:

@@ -11,6 +11,7 @@ Plasticine projects every 10 PPO iterations; the default here is every step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ class WeightProjection(PlasticityMethod):
     def setup(self) -> None:
         self._initial_norms = [float(torch.linalg.matrix_norm(layer.weight.detach()))
                                for layer in self.layers]
+        self._initial = torch.tensor(self._initial_norms, dtype=self.layers[0].weight.dtype)
         #: the largest factor a weight matrix was rescaled by at the last projection
         self.last_rescale = 1.0
 
@@ -47,13 +49,13 @@ class WeightProjection(PlasticityMethod):
     def after_update(self) -> None:
         if self.updates % self.options.every:
             return
-        factors = []
-        for layer, initial in zip(self.layers, self._initial_norms, strict=True):
-            norm = float(torch.linalg.matrix_norm(layer.weight))
-            if norm > 0:
-                layer.weight.mul_(initial / norm)
-                factors.append(initial / norm)
-        self.last_rescale = max(factors, key=lambda f: abs(f - 1.0)) if factors else 1.0
+        # All layers in four calls (it runs at every step by default); a zero matrix stays zero.
+        weights = [layer.weight for layer in self.layers]
+        norms = torch.stack(torch._foreach_norm(weights))
+        factors = (self._initial / norms).tolist()
+        torch._foreach_mul_(weights, [f if math.isfinite(f) else 1.0 for f in factors])
+        moved = [f for f in factors if math.isfinite(f)]
+        self.last_rescale = max(moved, key=lambda f: abs(f - 1.0)) if moved else 1.0
 
     def statistics(self) -> dict[str, float]:
         return {"rescale": self.last_rescale}
@@ -63,6 +65,7 @@ class WeightProjection(PlasticityMethod):
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self._initial_norms = [float(n) for n in state["initial_norms"]]
+        self._initial = torch.tensor(self._initial_norms, dtype=self.layers[0].weight.dtype)
         self.last_rescale = float(state["last_rescale"])
 
 

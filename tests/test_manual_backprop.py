@@ -96,11 +96,59 @@ def test_whole_updates_end_with_the_same_parameters_moments_and_cbp_picks(preset
 
 
 def test_auto_falls_back_to_autograd_where_manual_does_not_apply_and_manual_says_why() -> None:
-    trainer = trainer_for("dohare", "auto", "methods.layer_norm.enabled=true")
-    assert trainer.agent.manual_backprop is None
+    from dataclasses import replace
+
+    from agents.manual_backprop import manual_backprop_for
+
+    trainer = trainer_for("dohare", "auto")
+    agent = trainer.agent
+    agent.policy.mean_net[1].register_forward_hook(lambda *_: None)
+    assert manual_backprop_for(agent.settings, agent.policy, agent.value) is None
+    with pytest.raises(ValueError, match="ppo.backprop manual does not apply here: a forward hook on ReLU"):
+        manual_backprop_for(replace(agent.settings, backprop="manual"), agent.policy, agent.value)
     trainer.close()
-    with pytest.raises(ValueError, match="ppo.backprop manual does not apply here: LayerNorm"):
-        trainer_for("dohare", "manual", "methods.layer_norm.enabled=true")
+
+
+# The architectures the methods build: LayerNorm before each activation (NaP with weight projection, as the
+# demo preset runs it), CReLU, and both on tanh and ReLU presets.
+ARCHITECTURES = [("dohare", "methods.layer_norm.enabled=true", "methods.weight_projection.enabled=true"),
+                 ("cleanrl", "methods.layer_norm.enabled=true"),
+                 ("dohare", "methods.crelu.enabled=true")]
+
+
+@pytest.mark.parametrize("preset_and_settings", ARCHITECTURES, ids=["nap", "layer_norm_tanh", "crelu"])
+def test_layer_norm_and_crelu_networks_get_autograds_gradients_and_updates(
+        preset_and_settings: tuple) -> None:
+    preset, *settings = preset_and_settings
+    agents, stats = [], []
+    for backprop in ("autograd", "manual"):
+        trainer = trainer_for(preset, backprop, "cbp.enabled=false", *settings)
+        agent = trainer.agent
+        assert (agent.manual_backprop is None) == (backprop == "autograd")
+        agent.collect_rollout()
+        obs, actions, old_logprobs, old_values, returns, advantages = minibatch(agent)
+        old_logprobs = old_logprobs + torch.linspace(-0.5, 0.5, len(old_logprobs))
+        agent.optimizer.zero_grad(set_to_none=True)
+        if agent.manual_backprop is None:
+            agent._value_backward(obs, old_values, returns)
+            agent._policy_backward(obs, actions, old_logprobs, advantages)
+        else:
+            agent.manual_backprop.value_backward(obs, old_values, returns)
+            agent.manual_backprop.policy_backward(obs, actions, old_logprobs, advantages)
+        stats.append(gradients(agent))
+        agent.optimizer.zero_grad(set_to_none=True)
+        for _ in range(2):
+            agent.update()
+            agent.collect_rollout()
+        agents.append(agent)
+        trainer.close()
+    assert len(stats[0]) > 6  # LayerNorm's weight and bias, or CReLU's wider layers, are among them
+    for auto_grad, manual_grad in zip(*stats, strict=True):
+        torch.testing.assert_close(manual_grad, auto_grad, rtol=1e-4, atol=1e-7)
+    auto, manual = agents
+    for a, b in zip(auto._policy_params + auto._value_params, manual._policy_params + manual._value_params,
+                    strict=True):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-4, atol=1e-6)
 
 
 def test_networks_it_cannot_stand_in_for_are_named() -> None:
@@ -110,7 +158,9 @@ def test_networks_it_cannot_stand_in_for_are_named() -> None:
 
     relu_mlp = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     assert unsupported(relu_mlp, "relu") is None
-    assert unsupported(relu_mlp, "tanh") == "ReLU at position 1 (only Linear and Tanh alternate)"
+    assert unsupported(relu_mlp, "tanh") == "ReLU at position 1 (only Linear, LayerNorm and Tanh)"
+    assert unsupported(nn.Sequential(nn.Linear(3, 4), nn.Dropout(), nn.ReLU(), nn.Linear(4, 2)), "relu") == \
+        "Dropout at position 1 (only Linear, LayerNorm and ReLU or ConcatenatedReLU)"
     assert unsupported(nn.Sequential(nn.Linear(3, 4, bias=False), nn.ReLU(), nn.Linear(4, 2)), "relu") \
         == "a Linear without a bias at position 0"
     assert unsupported(nn.Sequential(nn.Linear(3, 4), nn.ReLU()), "relu") == \
