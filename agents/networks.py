@@ -133,8 +133,14 @@ class FastForward:
 
 
 def _layer_norm(x: np.ndarray, gain: np.ndarray, shift: np.ndarray, eps: float) -> np.ndarray:
-    centred = x - x.mean(-1, keepdims=True)
-    return centred / np.sqrt(np.square(centred).mean(-1, keepdims=True) + eps) * gain + shift
+    # In place on the fresh ``centred`` and with ufunc reductions: at batch 1 each numpy call costs more
+    # than its arithmetic, and this runs at every rollout step for every hidden layer.
+    width = x.shape[-1]
+    centred = x - np.add.reduce(x, -1, keepdims=True) / width
+    centred *= (np.add.reduce(centred * centred, -1, keepdims=True) / width + eps) ** -0.5
+    centred *= gain
+    centred += shift
+    return centred
 
 
 def _relu_inplace(x: np.ndarray) -> np.ndarray:

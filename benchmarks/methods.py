@@ -9,7 +9,7 @@ each one's cost against plain PPO measured in the same rounds, in CPU time and i
 method) for ``--seeds`` seeds with ``rl-plasticity compare`` and tabulates, with 95% bootstrap CIs across
 seeds, retention, final return, and dormant units and approximate rank at the end for both networks.
 
-    python benchmarks/methods.py --overhead --rounds 6
+    python benchmarks/methods.py --overhead --rounds 12
     python benchmarks/methods.py --ranking --seeds 5 --logdir runs/methods --out docs/methods_ranking.md
     python benchmarks/methods.py --ranking --table-only --logdir runs/methods   # the table of what finished
 """
@@ -35,12 +35,16 @@ from rl_plasticity.experiment.statistics import SeedStatistics
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "plasticity_demo"
 RANKED = ["ppo", "paper_cbp", "paper_l2", "cbp", "redo", "shrink_perturb", "weight_clipping", "l2_init",
           "reset", "parseval", "nap", "crelu"]
+# One thread and the networks in turn, fixed: the default times two ways of updating and switches between
+# them, which would add its own noise to each agent's iterations.
 PAPER_SCALE = ["preset=dohare", "env.id=SlipperyAnt-v5", "env.num_envs=1", "log.probe_every=0",
-               "log.histogram_every=0", "run.checkpoint_every=1000000000", "run.total_steps=100000000"]
+               "log.histogram_every=0", "run.checkpoint_every=1000000000", "run.total_steps=100000000",
+               "run.update_threads=1", "run.parallel_networks=false"]
 OVERHEAD = {  # each acting at its published period; CBP at the paper's settings
     "ppo": [],
     "cbp": ["cbp.enabled=true", "cbp.maturity_threshold=0"],
-    "redo": ["methods.redo.enabled=true", "methods.redo.every=160"],
+    "redo": ["methods.redo.enabled=true", "methods.redo.every=160"],  # a check every iteration
+    "redo_default": ["methods.redo.enabled=true"],  # every 1000 updates
     "shrink_perturb": ["methods.shrink_perturb.enabled=true"],  # every 1000 updates, a fresh draw
     "shrink_perturb_soft": ["methods.shrink_perturb.enabled=true", "methods.shrink_perturb.every=1",
                             "methods.shrink_perturb.toward=initial"],  # Plasticine's: every update
@@ -140,7 +144,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--overhead", action="store_true")
     parser.add_argument("--ranking", action="store_true")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--agents", nargs="+", default=RANKED, choices=RANKED,
                         help="configs/plasticity_demo/<agent>.yaml to rank (default: all)")
