@@ -31,7 +31,7 @@ from rl_plasticity.cbp_options import INITS, OPTION_NAMES, UTILITIES, CBPOptions
 from rl_plasticity.cbp_statistics import RunningStatistics
 from rl_plasticity.cbp_utilities import UTILITY_RULES
 from rl_plasticity.cbp_utilities import debias as _debias
-from rl_plasticity.hooks import capture_inputs, check_linear_chain, linear_layers
+from rl_plasticity.hooks import capture_inputs, check_linear_chain, linear_layers, nonnegative_inputs
 from rl_plasticity.method import PlasticityMethod
 from rl_plasticity.units import draw_rows, reinitialise_units
 
@@ -79,6 +79,11 @@ class ContinualBackprop(PlasticityMethod):
         nonlinearity: the hidden activation, for the gain of the ``kaiming`` and ``xavier`` redraws.
         generator: ``torch.Generator`` (CPU) for every random draw. Default: a private generator seeded
             from torch's global RNG, so ``torch.manual_seed`` makes runs reproducible.
+        nonnegative_features: the hidden features are never negative (each hidden layer feeds the next
+            through a ReLU, say): ``sum|h_i|`` is then the batch sum the mean activation takes anyway, so
+            it is taken once. A property of the network, not an option; `from_sequential` reads it off
+            the ``nn.Sequential`` (`rl_plasticity.hooks.nonnegative_inputs`). Wrongly ``True`` would rank
+            units by a signed sum: pass it only for such networks.
     """
 
     name = "cbp"
@@ -93,9 +98,11 @@ class ContinualBackprop(PlasticityMethod):
         optimizer: torch.optim.Optimizer | None = None,
         *,
         generator: torch.Generator | None = None,
+        nonnegative_features: bool = False,
         **options: Any,
     ) -> None:
         self.layers: list[nn.Linear] = list(layers)
+        self.nonnegative_features = nonnegative_features
         unknown = sorted(set(options) - set(OPTION_NAMES))
         if unknown:
             raise TypeError(f"ContinualBackprop got unknown option(s) {', '.join(unknown)}; the options are "
@@ -158,7 +165,9 @@ class ContinualBackprop(PlasticityMethod):
     def from_sequential(
         cls, module: nn.Module, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any
     ) -> ContinualBackprop:
-        """Attach to every ``nn.Linear`` inside ``module``, in registration order."""
+        """Attach to every ``nn.Linear`` inside ``module``, in registration order; ``nonnegative_features``
+        defaults to what ``module``'s structure shows (`rl_plasticity.hooks.nonnegative_inputs`)."""
+        kwargs.setdefault("nonnegative_features", nonnegative_inputs(module))
         return cls(linear_layers(module), optimizer, **kwargs)
 
     @property
@@ -212,24 +221,30 @@ class ContinualBackprop(PlasticityMethod):
             return parts[0]
         return torch.cat([f.reshape(-1, f.shape[-1]) for f in parts])  # gradient accumulation
 
-    @torch.no_grad()
     def _update_statistics(self) -> None:
-        # Three reductions per hidden layer, recorded per step; the running averages are folded every
-        # few steps (`rl_plasticity.cbp_statistics`).
-        options, rule = self.options, UTILITY_RULES[self.options.utility]
-        track_mean = options.bias_correction or rule.reads_mean_activation
+        # Two or three reductions per hidden layer, recorded per step; the running averages are folded
+        # every few steps (`rl_plasticity.cbp_statistics`). The features are detached and the weights
+        # are read detached, so no grad-mode switch is needed (it costs as much as a reduction).
+        rule = UTILITY_RULES[self.options.utility]
+        track_mean = self.options.bias_correction or rule.reads_mean_activation
         if not rule.scores_units and not track_mean:
             return
-        magnitude = None
-        if rule.scores_units:
-            def magnitude(k: int, features: Tensor, scratch: Tensor, out: Tensor) -> None:
-                mean = None
-                if rule.reads_mean_activation:  # as of this step, its batch included
-                    mean = self._statistics.current(k, "mean_activation") / _debias(options.decay_rate,
-                                                                                    self._age(k))
-                rule.feature_magnitude(features, self.layers[k], mean, scratch, out)
-        self._statistics.record([self._batch_features(k) for k in range(self.num_hidden_layers)],
-                                [layer.weight for layer in self.layers[1:]], track_mean, magnitude)
+        features = [self._batch_features(k) for k in range(len(self._birth))]
+        if not rule.scores_units:
+            self._statistics.record(features, (), track_mean, None)
+            return
+        magnitude_is_sum = self.nonnegative_features and rule.magnitude_is_sum_if_nonnegative
+        self._statistics.record(features, [layer.weight.detach() for layer in self.layers[1:]], track_mean,
+                                self._feature_magnitude, (magnitude_is_sum,) * len(self._birth))
+
+    @torch.no_grad()
+    def _feature_magnitude(self, k: int, features: Tensor, scratch: Tensor, out: Tensor) -> None:
+        rule = UTILITY_RULES[self.options.utility]
+        mean = None
+        if rule.reads_mean_activation:  # as of this step, its batch included
+            mean = self._statistics.current(k, "mean_activation") / _debias(self.options.decay_rate,
+                                                                            self._age(k))
+        rule.feature_magnitude(features, self.layers[k], mean, scratch, out)
 
     def _number_to_replace(self, k: int) -> int:
         if self.options.replacement_rate == 0.0 or self.steps <= self.options.maturity_threshold:

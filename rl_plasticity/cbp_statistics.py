@@ -43,51 +43,78 @@ class RunningStatistics:
         self._sums = [torch.zeros(capacity, w, device=device) for w in widths]
         self._magnitudes = [torch.zeros(capacity, w, device=device) for w in widths]
         self._outgoing = [torch.zeros(capacity, w, device=device) for w in widths]
+        # Each step writes one row of each buffer; the row views are made once (indexing a tensor costs
+        # about as much as the reductions written into it).
+        self._rows = [[(sums[t], magnitudes[t], outgoing[t]) for t in range(capacity)]
+                      for sums, magnitudes, outgoing in zip(self._sums, self._magnitudes, self._outgoing,
+                                                            strict=True)]
         self._batches: list[int] = []
+        self._weight_cache: dict[tuple, Tensor] = {}
         self._feature_scratch: list[Tensor | None] = [None for _ in widths]
         self._weight_scratch: list[Tensor | None] = [None for _ in widths]
 
     # ------------------------------------------------------------------ recording one step
     def record(self, features: Sequence[Tensor], outgoing_weights: Sequence[Tensor], track_mean: bool,
-               magnitude: Magnitude | None) -> None:
+               magnitude: Magnitude | None, magnitude_is_sum: Sequence[bool] = ()) -> None:
         """Record one step: per hidden layer ``k`` the batch ``features[k]`` and the weights of the layer
         consuming it; ``magnitude(k, features, scratch, out)`` writes ``sum_batch |h_i|`` (or the
-        rule's magnitude) into ``out``, ``None`` if no utility is tracked. Called under ``no_grad``."""
+        rule's magnitude) into ``out``, ``None`` if no utility is tracked. Where ``magnitude_is_sum[k]``
+        (nonnegative features under the contribution rule) the magnitude is the plain batch sum, taken
+        once for both statistics. Called under ``no_grad``."""
         row = len(self._batches)
-        self._batches.append(len(features[0]))
+        self._batches.append(features[0].shape[0])
         for k, h in enumerate(features):
-            if track_mean:
-                torch.sum(h, 0, out=self._sums[k][row])
+            sums, magnitudes, outgoing = self._rows[k][row]
             if magnitude is None:
+                if track_mean:
+                    torch.sum(h, 0, out=sums)
                 continue
-            scratch = self._feature_scratch[k]
-            if scratch is None or scratch.shape != h.shape:
-                scratch = self._feature_scratch[k] = torch.empty_like(h)
-            magnitude(k, h, scratch, self._magnitudes[k][row])
+            if k < len(magnitude_is_sum) and magnitude_is_sum[k]:
+                torch.sum(h, 0, out=magnitudes)
+                if track_mean:
+                    sums.copy_(magnitudes)
+            else:
+                if track_mean:
+                    torch.sum(h, 0, out=sums)
+                scratch = self._feature_scratch[k]
+                if scratch is None or scratch.shape != h.shape:
+                    scratch = self._feature_scratch[k] = torch.empty_like(h)
+                magnitude(k, h, scratch, magnitudes)
             weight = outgoing_weights[k]
             scratch = self._weight_scratch[k]
             if scratch is None or scratch.shape != weight.shape:
                 scratch = self._weight_scratch[k] = torch.empty_like(weight, requires_grad=False)
-            torch.sum(torch.abs(weight, out=scratch), 0, out=self._outgoing[k][row])
+            torch.sum(torch.abs(weight, out=scratch), 0, out=outgoing)
         if row + 1 == self.capacity:
             self.fold()
 
     # ------------------------------------------------------------------ folding and reading
-    def _weights(self, rows: int, scale: Sequence[float]) -> Tensor:
-        decay, keep = self.decay_rate, 1.0 - self.decay_rate
-        weights = [keep * decay ** (rows - 1 - t) / (b * s) for t, (b, s) in
-                   enumerate(zip(self._batches[:rows], scale, strict=True))]
-        return torch.tensor(weights, dtype=self.utility[0].dtype, device=self.utility[0].device)
+    def _weights(self, rows: int, scale: int) -> Tensor:
+        """The weight of each recorded step in a fold of ``rows`` steps, ``keep * decay^age / (batch *
+        scale)``; the same few vectors recur (full windows, equal batches), so they are kept."""
+        batches = self._batches[:rows]
+        key = (rows, batches[0], scale, self.decay_rate) if batches.count(batches[0]) == rows else None
+        weights = self._weight_cache.get(key) if key is not None else None
+        if weights is None:
+            decay, keep = self.decay_rate, 1.0 - self.decay_rate
+            weights = torch.tensor([keep * decay ** (rows - 1 - t) / (b * scale)
+                                    for t, b in enumerate(batches)],
+                                   dtype=self.utility[0].dtype, device=self.utility[0].device)
+            if key is not None:
+                if len(self._weight_cache) >= 4 * self.capacity:
+                    self._weight_cache.clear()
+                self._weight_cache[key] = weights
+        return weights
 
     def _fold_into(self, k: int, statistic: str, out: Tensor | None) -> Tensor:
         """Statistic ``k`` with the recorded steps folded in: into itself (``out=None``) or a copy."""
         rows = len(self._batches)
         if statistic == "utility":
             base, values = self.utility[k], self._magnitudes[k][:rows] * self._outgoing[k][:rows]
-            weights = self._weights(rows, [self.outgoing_rows[k]] * rows)
+            weights = self._weights(rows, self.outgoing_rows[k])
         else:
             base, values = self.mean_activation[k], self._sums[k][:rows]
-            weights = self._weights(rows, [1] * rows)
+            weights = self._weights(rows, 1)
         beta = self.decay_rate ** rows
         if out is None:
             return base.addmv_(values.t(), weights, beta=beta)

@@ -26,6 +26,8 @@ class UtilityRule:
     scores_units: ClassVar[bool] = True
     #: whether `feature_magnitude` reads the running mean activation (else only bias correction does)
     reads_mean_activation: ClassVar[bool] = False
+    #: whether, for features that are never negative, `feature_magnitude` is their plain batch sum
+    magnitude_is_sum_if_nonnegative: ClassVar[bool] = True
 
     def feature_magnitude(self, features: Tensor, incoming: nn.Linear, mean_activation: Tensor | None,
                           scratch: Tensor, out: Tensor) -> None:
@@ -45,6 +47,7 @@ class AdaptableContributionRule(UtilityRule):
     incoming weight."""
 
     reads_mean_activation = True
+    magnitude_is_sum_if_nonnegative = False
 
     def feature_magnitude(self, features: Tensor, incoming: nn.Linear, mean_activation: Tensor | None,
                           scratch: Tensor, out: Tensor) -> None:

@@ -14,6 +14,26 @@ def linear_layers(module: nn.Module) -> list[nn.Linear]:
     return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
+#: activations whose every output is >= 0: a hidden feature after one of them is its own magnitude
+NONNEGATIVE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)
+
+
+def nonnegative_inputs(mlp: nn.Module) -> bool:
+    """Whether every ``nn.Linear`` of the ``nn.Sequential`` ``mlp`` but the first takes the output of one
+    of `NONNEGATIVE_ACTIVATIONS` directly, so its inputs (the hidden features) are never negative.
+    ``False`` when it cannot tell (not a Sequential, a norm or anything else in between, a module hook
+    that could change what the activation returns)."""
+    if not isinstance(mlp, nn.Sequential):
+        return False
+    modules = list(mlp)
+    consumers = [index for index, module in enumerate(modules) if isinstance(module, nn.Linear)][1:]
+    for index in consumers:
+        before = modules[index - 1]
+        if not isinstance(before, NONNEGATIVE_ACTIVATIONS) or before._forward_hooks:
+            return False
+    return bool(consumers)
+
+
 def check_linear_chain(layers: Sequence[nn.Linear], minimum: int = 2,
                        chained: bool = True) -> list[nn.Linear]:
     """``layers`` as a list, or ValueError unless they are at least ``minimum`` ``nn.Linear`` layers and,

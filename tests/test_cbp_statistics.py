@@ -134,3 +134,61 @@ def test_changing_the_decay_folds_the_steps_recorded_under_the_old_one() -> None
     cbp.decay_rate = 0.9
     assert cbp._statistics.decay_rate == 0.9
     assert torch.equal(cbp._statistics.utility[0], before)
+
+
+def test_nonnegative_inputs_reads_the_structure() -> None:
+    from rl_plasticity.hooks import nonnegative_inputs
+
+    relu = network()
+    assert nonnegative_inputs(relu)
+    normed = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 3))
+    assert nonnegative_inputs(normed)  # the norm comes before the activation
+    assert not nonnegative_inputs(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)))
+    assert not nonnegative_inputs(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.LayerNorm(8), nn.Linear(8, 3)))
+    assert not nonnegative_inputs(nn.Sequential(nn.Linear(4, 8), nn.ReLU()))  # no consumer
+    hooked = network()
+    hooked[1].register_forward_hook(lambda module, inputs, output: -output)
+    assert not nonnegative_inputs(hooked)
+    assert ContinualBackprop.from_sequential(relu).nonnegative_features
+    assert not ContinualBackprop(list(relu.children())[::2]).nonnegative_features  # layers alone: unknown
+
+
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_the_nonnegative_shortcut_changes_nothing_on_a_relu_network(bias_correction: bool) -> None:
+    runs = []
+    for shortcut in (False, True):
+        net = network()
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+        cbp = ContinualBackprop.from_sequential(
+            net, optimizer, nonnegative_features=shortcut, replacement_rate=0.05, maturity_threshold=5,
+            decay_rate=DECAY, bias_correction=bias_correction, generator=torch.Generator().manual_seed(3))
+        replaced = []
+        for x in batches(3 * PENDING_STEPS):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+            replaced.append([units.tolist() for units in cbp.last_replaced])
+        runs.append((replaced, cbp.utilities(), cbp.state_dict(), copy.deepcopy(net.state_dict())))
+    (replaced_a, utility_a, state_a, net_a), (replaced_b, utility_b, state_b, net_b) = runs
+    assert sum(len(units) for step in replaced_a for units in step) > 10
+    assert replaced_a == replaced_b
+    for a, b in zip(utility_a + state_a["mean_activation"], utility_b + state_b["mean_activation"],
+                    strict=True):
+        assert torch.equal(a, b)
+    for name in net_a:
+        assert torch.equal(net_a[name], net_b[name]), name
+
+
+def test_a_tanh_network_keeps_the_magnitude_of_its_features() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 12), nn.Tanh(), nn.Linear(12, 3))
+    cbp = ContinualBackprop.from_sequential(net, replacement_rate=0.0, decay_rate=DECAY, bias_correction=True)
+    assert not cbp.nonnegative_features
+    x = batches(1)[0]
+    net(x)
+    cbp.step()
+    with torch.no_grad():
+        h = torch.tanh(net[0](x))
+        expected = (1 - DECAY) * h.abs().mean(0) * net[2].weight.abs().mean(0) / (1 - DECAY)
+    torch.testing.assert_close(cbp.utilities()[0], expected)
+    assert not torch.allclose(cbp.utilities()[0], expected * h.mean(0) / h.abs().mean(0))
