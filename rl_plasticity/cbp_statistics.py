@@ -49,6 +49,9 @@ class RunningStatistics:
                       for sums, magnitudes, outgoing in zip(self._sums, self._magnitudes, self._outgoing,
                                                             strict=True)]
         self._batches: list[int] = []
+        # Per layer, whether this window's magnitudes are its sums (nonnegative features, mean tracked),
+        # kept in ``_sums`` alone rather than written twice.
+        self._magnitudes_in_sums = [False for _ in widths]
         self._weight_cache: dict[tuple, Tensor] = {}
         self._feature_scratch: list[Tensor | None] = [None for _ in widths]
         self._weight_scratch: list[Tensor | None] = [None for _ in widths]
@@ -70,10 +73,13 @@ class RunningStatistics:
                     torch.sum(h, 0, out=sums)
                 continue
             if k < len(magnitude_is_sum) and magnitude_is_sum[k]:
-                torch.sum(h, 0, out=magnitudes)
-                if track_mean:
+                if row == 0:
+                    self._magnitudes_in_sums[k] = track_mean
+                torch.sum(h, 0, out=sums if self._magnitudes_in_sums[k] else magnitudes)
+                if track_mean and not self._magnitudes_in_sums[k]:
                     sums.copy_(magnitudes)
             else:
+                self._separate_magnitudes(k, row)
                 if track_mean:
                     torch.sum(h, 0, out=sums)
                 scratch = self._feature_scratch[k]
@@ -87,6 +93,15 @@ class RunningStatistics:
             torch.sum(torch.abs(weight, out=scratch), 0, out=outgoing)
         if row + 1 == self.capacity:
             self.fold()
+
+    def _separate_magnitudes(self, k: int, rows: int) -> None:
+        """Give layer ``k``'s magnitudes rows of their own again (a window whose recording changed)."""
+        if self._magnitudes_in_sums[k]:
+            self._magnitudes[k][:rows].copy_(self._sums[k][:rows])
+            self._magnitudes_in_sums[k] = False
+
+    def _recorded_magnitudes(self, k: int) -> Tensor:
+        return (self._sums if self._magnitudes_in_sums[k] else self._magnitudes)[k][:len(self._batches)]
 
     # ------------------------------------------------------------------ folding and reading
     def _weights(self, rows: int, scale: int) -> Tensor:
@@ -110,7 +125,7 @@ class RunningStatistics:
         """Statistic ``k`` with the recorded steps folded in: into itself (``out=None``) or a copy."""
         rows = len(self._batches)
         if statistic == "utility":
-            base, values = self.utility[k], self._magnitudes[k][:rows] * self._outgoing[k][:rows]
+            base, values = self.utility[k], self._recorded_magnitudes(k) * self._outgoing[k][:rows]
             weights = self._weights(rows, self.outgoing_rows[k])
         else:
             base, values = self.mean_activation[k], self._sums[k][:rows]
@@ -127,6 +142,7 @@ class RunningStatistics:
                 self._fold_into(k, "utility", None)
                 self._fold_into(k, "mean_activation", None)
             self._batches.clear()
+            self._magnitudes_in_sums = [False for _ in self._magnitudes_in_sums]
 
     def current(self, k: int, statistic: str) -> Tensor:
         """``"utility"`` or ``"mean_activation"`` of layer ``k`` as of now, without folding in place."""
@@ -144,7 +160,7 @@ class RunningStatistics:
         rows = len(self._batches)
         return {"batches": list(self._batches),
                 "sums": [s[:rows].clone() for s in self._sums],
-                "magnitudes": [m[:rows].clone() for m in self._magnitudes],
+                "magnitudes": [self._recorded_magnitudes(k).clone() for k in range(len(self._magnitudes))],
                 "outgoing": [o[:rows].clone() for o in self._outgoing]}
 
     def load(self, utility: Sequence[Tensor], mean_activation: Sequence[Tensor],
@@ -154,6 +170,7 @@ class RunningStatistics:
             self.utility[k].copy_(utility[k])
             self.mean_activation[k].copy_(mean_activation[k])
         self._batches = [int(b) for b in pending["batches"]] if pending else []
+        self._magnitudes_in_sums = [False for _ in self._magnitudes_in_sums]
         rows = len(self._batches)
         if rows > self.capacity:
             raise ValueError(f"the state has {rows} recorded steps, more than this CBP keeps "
