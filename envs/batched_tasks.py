@@ -84,9 +84,11 @@ class LocomotionTask:
         return data.qpos[:1]
 
     def step_results(
-        self, actions: np.ndarray, buffers: StepBuffers, observations: np.ndarray
+        self, actions: np.ndarray, buffers: StepBuffers, observations: np.ndarray, diagnostics: bool = True
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Write every copy's observation into ``observations``; return rewards, terminations, info."""
+        """Write every copy's observation into ``observations``; return rewards, terminations and the
+        Gymnasium class's step info (its positions, velocities and reward terms), or ``{}`` without
+        ``diagnostics``."""
         raise NotImplementedError
 
     def _control_cost(self, actions: np.ndarray) -> np.ndarray:
@@ -121,7 +123,7 @@ class AntTask(LocomotionTask):
         return data.xpos[self.main_body, :2]
 
     def step_results(
-        self, actions: np.ndarray, buffers: StepBuffers, observations: np.ndarray
+        self, actions: np.ndarray, buffers: StepBuffers, observations: np.ndarray, diagnostics: bool = True
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         # Few numpy calls on preallocated arrays: with few copies their fixed cost is the overhead.
         qpos, qvel, count = buffers.qpos, buffers.qvel, len(buffers.qpos)
@@ -146,6 +148,8 @@ class AntTask(LocomotionTask):
         contact_cost = self.contact_cost_weight * np.square(contact_forces).reshape(count, -1).sum(axis=1)
         rewards = (forward_reward + healthy_reward) - (ctrl_cost + contact_cost)
         terminated = ~healthy if self.terminate_when_unhealthy else np.zeros(count, dtype=bool)
+        if not diagnostics:
+            return rewards, terminated, {}
         info = {
             "x_position": qpos[:, 0].copy(),
             "y_position": qpos[:, 1].copy(),
@@ -178,7 +182,7 @@ class PlanarWalkerTask(LocomotionTask):
         return (min_z < z) & (z < max_z) & (min_angle < angle) & (angle < max_angle)
 
     def step_results(
-        self, actions: np.ndarray, buffers: StepBuffers, observations: np.ndarray
+        self, actions: np.ndarray, buffers: StepBuffers, observations: np.ndarray, diagnostics: bool = True
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         qpos, qvel = buffers.qpos, buffers.qvel
         positions = qpos[:, self.skipped_qpos :]
@@ -192,6 +196,8 @@ class PlanarWalkerTask(LocomotionTask):
         ctrl_cost = self._control_cost(actions)
         rewards = (forward_reward + healthy_reward) - ctrl_cost
         terminated = ~healthy if self.terminate_when_unhealthy else np.zeros(len(qpos), dtype=bool)
+        if not diagnostics:
+            return rewards, terminated, {}
         info = {
             "x_position": qpos[:, 0].copy(),
             "z_distance_from_origin": qpos[:, 1] - self.initial_height,
@@ -226,7 +232,7 @@ class HalfCheetahTask(LocomotionTask):
     gymnasium_class = HalfCheetahEnv
 
     def step_results(
-        self, actions: np.ndarray, buffers: StepBuffers, observations: np.ndarray
+        self, actions: np.ndarray, buffers: StepBuffers, observations: np.ndarray, diagnostics: bool = True
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         qpos, qvel = buffers.qpos, buffers.qvel
         positions = qpos[:, self.skipped_qpos :]
@@ -235,6 +241,8 @@ class HalfCheetahTask(LocomotionTask):
         x_velocity = self._x_velocity(buffers)
         forward_reward = self.forward_weight * x_velocity
         ctrl_cost = self._control_cost(actions)
+        if not diagnostics:
+            return forward_reward - ctrl_cost, np.zeros(len(qpos), dtype=bool), {}
         info = {
             "x_position": qpos[:, 0].copy(),
             "x_velocity": x_velocity,

@@ -17,7 +17,7 @@ from envs.checkpoint import get_sync_state, set_sync_state
 
 BACKENDS = ("batched", "gymnasium")
 # vector_kwargs that mean the same for BatchedMujocoEnv and SyncVectorEnv.
-_BATCHED_VECTOR_KWARGS = {"autoreset_mode", "copy", "num_threads", "thread_choice"}
+_BATCHED_VECTOR_KWARGS = {"autoreset_mode", "copy", "num_threads", "thread_choice", "step_info"}
 
 
 def supports_batched(env_id: str, **env_kwargs: Any) -> bool:
@@ -45,7 +45,7 @@ def make_vec(
     returns ``gym.make_vec(env_id, num_envs, vectorization_mode, vector_kwargs, **env_kwargs)``
     (``vectorization_mode`` only matters for Gymnasium). Both give the same transitions for the same
     seeds and actions. ``vector_kwargs`` for the batched env: ``autoreset_mode``, ``copy``, ``num_threads``,
-    ``thread_choice``.
+    ``thread_choice``, ``step_info``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed values: {', '.join(map(repr, BACKENDS))}")
@@ -59,6 +59,7 @@ def make_vec(
         return BatchedMujocoEnv(env_id, num_envs, **vector_kwargs, **env_kwargs)
     vector_kwargs.pop("num_threads", None)
     vector_kwargs.pop("thread_choice", None)
+    vector_kwargs.pop("step_info", None)  # Gymnasium's infos are always whole: more than asked, not less
     return gym.make_vec(
         env_id, num_envs, vectorization_mode=vectorization_mode, vector_kwargs=vector_kwargs, **env_kwargs
     )

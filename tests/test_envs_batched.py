@@ -371,3 +371,54 @@ def test_the_experiment_layer_hands_the_batched_env_a_stepping_choice() -> None:
     vector_env = make_vector_env(config.env, seed=0)
     assert isinstance(vector_env.unwrapped._pool.choice, FasterChoice)
     vector_env.close()
+
+
+DIAGNOSTICS = {"x_position", "y_position", "distance_from_origin", "x_velocity", "y_velocity",
+               "reward_forward", "reward_ctrl", "reward_contact", "reward_survive", "z_distance_from_origin"}
+
+
+@pytest.mark.parametrize("env_id, kwargs", [("SlipperyAnt-v5", SLIPPERY),
+                                            ("Hopper-v5", {"max_episode_steps": 40}),
+                                            ("HalfCheetah-v5", {"max_episode_steps": 40})])
+@pytest.mark.parametrize("mode", [AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP])
+def test_step_info_false_keeps_the_transitions_and_drops_only_the_diagnostics(env_id: str, kwargs: dict,
+                                                                            mode: AutoresetMode) -> None:
+    full = BatchedMujocoEnv(env_id, 2, autoreset_mode=mode, **kwargs)
+    lean = BatchedMujocoEnv(env_id, 2, autoreset_mode=mode, step_info=False, **kwargs)
+    for vec in (full, lean):
+        vec.reset(seed=5)
+    ends = 0
+    previous_end = np.zeros(2, dtype=bool)
+    for step, actions in enumerate(random_actions(full, 120, seed=2)):
+        expected, actual = full.step(actions), lean.step(actions)
+        for index in range(4):
+            np.testing.assert_array_equal(actual[index], expected[index], err_msg=f"step {step}: {index}")
+        kept = {key: value for key, value in expected[4].items() if key.lstrip("_") not in DIAGNOSTICS}
+        assert expected[4].keys() - kept.keys(), "the full info has diagnostics"
+        ended = bool(np.any(expected[2] | expected[3])) or (mode == AutoresetMode.NEXT_STEP and
+                                                             bool(np.any(previous_end)))
+        if ended:  # a copy's own reset info (its position) comes along as Gymnasium reports it
+            assert kept.keys() <= actual[4].keys() <= expected[4].keys(), f"step {step}"
+        else:
+            assert kept.keys() == actual[4].keys(), f"step {step}"
+        previous_end = expected[2] | expected[3]
+        for key in ("final_obs", "friction", "schedule_changes"):
+            if key in kept and kept[key].dtype != object:
+                np.testing.assert_array_equal(actual[4][key], kept[key])
+        if "final_info" in actual[4]:
+            assert not (actual[4]["final_info"].keys() & DIAGNOSTICS)
+        ends += int(np.sum(expected[2] | expected[3]))
+    assert ends >= 2
+    full.close()
+    lean.close()
+
+
+def test_step_info_reaches_the_batched_env_and_is_dropped_for_gymnasium() -> None:
+    lean = envs.make_vec("Hopper-v5", 1, vector_kwargs={"step_info": False})
+    lean.reset(seed=0)
+    assert "x_position" not in lean.step(np.zeros((1, 3)))[4]
+    fallback = envs.make_vec("Hopper-v5", 1, backend="gymnasium", vector_kwargs={"step_info": False})
+    fallback.reset(seed=0)
+    assert "x_position" in fallback.step(np.zeros((1, 3)))[4]  # more than asked, never less
+    lean.close()
+    fallback.close()

@@ -90,8 +90,9 @@ def make_vector_env(config: EnvConfig, seed: int) -> gym.vector.VectorEnv:
     try:
         vector_env = envs.make_vec(
             config.id, config.num_envs, backend=config.backend, vectorization_mode=config.vectorization,
+            # The trainer reads only final_obs and the drifting parameter from the infos.
             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP,
-                           "thread_choice": stepping_choice()}, **kwargs,
+                           "thread_choice": stepping_choice(), "step_info": False}, **kwargs,
         )
     except (TypeError, ValueError, gym.error.Error) as error:
         raise ConfigError(f"env: cannot build {config.id!r} with these settings: {error}; check env.kwargs "
