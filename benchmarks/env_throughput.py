@@ -106,11 +106,13 @@ class PhysicsOnly:
         self.pool = SteppingPool(min(num_envs, available_cpus()))
         self.actions = np.zeros((num_envs, *self.single_action_space.shape))
 
-    def step(self, actions: np.ndarray) -> None:
+    def step(self, actions: np.ndarray, ends: np.ndarray | None = None) -> None:
+        """Step every copy with ``actions``; then reset the copies ``ends`` marks (a replayed agent's
+        episode ends) or, without it, the copies that fell."""
         self.actions = actions
         self.pool.run(self._step_copy, range(len(self.copies)))
-        for env, simulator in zip(self.copies, self.simulators, strict=True):
-            if not getattr(simulator, "is_healthy", True):
+        for index, (env, simulator) in enumerate(zip(self.copies, self.simulators, strict=True)):
+            if (ends[index] if ends is not None else not getattr(simulator, "is_healthy", True)):
                 env.reset()
 
     def _step_copy(self, index: int) -> None:

@@ -15,7 +15,8 @@ policy and the value network on two threads at once when their first minibatches
 (``run.parallel_networks: null``), or never with ``--sequential-networks``.
 
 The machine's limit for one rollout and update is printed beside them: the bare physics of the same
-copies (``mj_step`` with the task's frame skip, nothing else; `env_throughput.PhysicsOnly`) plus the
+copies (``mj_step`` with the task's frame skip, nothing else; `env_throughput.PhysicsOnly`) replaying
+the PPO+CBP agent's latest actions and episode ends, plus the
 update's matrix-product FLOPs (both networks, every minibatch: the forward products, the weight
 gradients and the input gradients but the observations') at the rate this machine multiplies those same
 shapes, on one thread and on all CPUs. Both are timed in the same rounds as the agents.
@@ -108,20 +109,23 @@ def _timed(step: Callable[[], None], total: list[float]) -> Callable[[], None]:
 
 
 class PhysicsRound:
-    """The simulator alone: ``ROLLOUT`` steps of the copies' ``mj_step``, the floor under any rollout."""
+    """The simulator alone: ``ROLLOUT`` steps of the copies' ``mj_step``, the floor under any rollout. It
+    replays the actions and episode ends of ``agent``'s latest rollout (physics costs more or less with
+    the actions: an early policy's Gaussian actions step slower than uniform ones), so it steps what the
+    agents' env.step steps, minus everything but the physics."""
 
-    def __init__(self, num_envs: int) -> None:
+    def __init__(self, num_envs: int, agent: OursRound) -> None:
         fixed_friction = {"change_every": 2_000_000, "schedule_seed": 0}
         self.physics = PhysicsOnly("SlipperyAnt-v5", num_envs, fixed_friction)
-        space = self.physics.single_action_space
-        self.actions = np.random.default_rng(0).uniform(space.low, space.high,
-                                                        (ROLLOUT // num_envs, num_envs, *space.shape))
+        self.buffer = agent.trainer.agent.buffer
         self()
 
     def __call__(self) -> dict[str, float]:
+        actions = self.buffer.actions_np.astype(np.float64)  # as the env receives them
+        ends = self.buffer.terminated | self.buffer.truncated
         started = time.perf_counter()
-        for batch in self.actions:
-            self.physics.step(batch)
+        for batch, ended in zip(actions, ends, strict=True):
+            self.physics.step(batch, ended)
         return {"seconds": time.perf_counter() - started}
 
 
@@ -218,7 +222,8 @@ def main() -> None:
         shapes = [shape for net in (reference.policy.mean_net, reference.value.net)
                   for shape in update_shapes(linear_layers(net), reference.settings.minibatch_size)]
         minibatches = reference.settings.epochs * ROLLOUT // reference.settings.minibatch_size
-        limits = {"physics": PhysicsRound(args.num_envs)}
+        replayed = next(a for name, a in agents.items() if name.startswith("PPO+CBP"))
+        limits = {"physics": PhysicsRound(args.num_envs, replayed)}
         for threads in sorted({1, available_cpus()}):
             limits[f"matmul {threads} thr"] = MatmulRound(threads, shapes)
         if not args.skip_sb3:
@@ -282,6 +287,8 @@ def main() -> None:
     for label, key in PHASES + [("total", "seconds")]:
         print(f"{label:<34}" + "".join(f"{medians[name][key]:>25.3f}" for name in ours))
     print("(*) summed over both threads when the networks update in parallel (then partly overlapping)")
+    print("bare physics (the limit's, replaying PPO+CBP's actions) / env.step: " +
+          ", ".join(f"{name} {physics / medians[name]['env']:.0%}" for name in ours))
 
 
 if __name__ == "__main__":
