@@ -170,6 +170,7 @@ class BatchedMujocoEnv(gym.vector.VectorEnv):
         self._needs_reset = np.zeros(count, dtype=bool)
         self._all_copies = np.ones(count, dtype=bool)
         self._actions = np.zeros((count, model.nu))
+        self._action_shape = (count, *self.single_action_space.shape)
         # Live numpy views into each MjData, made once: creating them costs more than copying them.
         self._slots = [
             (
@@ -205,7 +206,7 @@ class BatchedMujocoEnv(gym.vector.VectorEnv):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         self._actions = self._action_batch(actions)
         resetting = None
-        if self._needs_reset.any():
+        if np.logical_or.reduce(self._needs_reset):  # a ufunc, not ndarray.any's Python wrapper
             if self.autoreset_mode == AutoresetMode.NEXT_STEP:
                 resetting = np.flatnonzero(self._needs_reset).tolist()
             elif self.autoreset_mode == AutoresetMode.DISABLED:
@@ -225,10 +226,11 @@ class BatchedMujocoEnv(gym.vector.VectorEnv):
             self._actions, self._buffers, self._observations, self._diagnostics
         )
         if self._drift_key is not None:
+            schedules = [drift.schedule for drift in self._drifts]
             for index in stepping:
-                self._drifts[index].schedule.count_step()
-            step_info[self._drift_key] = np.array([drift.schedule.value for drift in self._drifts])
-            step_info["schedule_changes"] = np.array([drift.schedule.change_count for drift in self._drifts])
+                schedules[index].count_step()
+            step_info[self._drift_key] = np.array([schedule.value for schedule in schedules])
+            step_info["schedule_changes"] = np.array([schedule.change_count for schedule in schedules])
         if self.max_episode_steps is not None:
             truncated = self._elapsed >= self.max_episode_steps
         else:
@@ -243,7 +245,7 @@ class BatchedMujocoEnv(gym.vector.VectorEnv):
             infos = self._masked_info(step_info, ~self._needs_reset)
             for index in resetting:
                 infos = self._add_info(infos, self._reset_copy(index, None, None), index)
-        elif self.autoreset_mode == AutoresetMode.SAME_STEP and ended.any():
+        elif self.autoreset_mode == AutoresetMode.SAME_STEP and np.logical_or.reduce(ended):
             infos = self._same_step_autoreset(step_info, ended)
         else:
             infos = self._masked_info(step_info, None)
@@ -372,7 +374,7 @@ class BatchedMujocoEnv(gym.vector.VectorEnv):
 
     def _action_batch(self, actions: Any) -> np.ndarray:
         actions = np.asarray(actions)
-        expected = (self.num_envs, *self.single_action_space.shape)
+        expected = self._action_shape
         if actions.shape != expected:
             raise ValueError(f"actions must have shape {expected} (copies, action size), got {actions.shape}")
         if actions.dtype.kind != "f":

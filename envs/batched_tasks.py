@@ -125,6 +125,8 @@ class AntTask(LocomotionTask):
     def step_results(
         self, actions: np.ndarray, buffers: StepBuffers, observations: np.ndarray, diagnostics: bool = True
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        if len(buffers.qpos) == 1 and not diagnostics:
+            return self._one_copy_results(actions, buffers, observations)
         # Few numpy calls on preallocated arrays: with few copies their fixed cost is the overhead.
         qpos, qvel, count = buffers.qpos, buffers.qvel, len(buffers.qpos)
         low, high = self.contact_force_range
@@ -162,6 +164,34 @@ class AntTask(LocomotionTask):
             "reward_survive": healthy_reward,
         }
         return rewards, terminated, info
+
+    def _one_copy_results(
+        self, actions: np.ndarray, buffers: StepBuffers, observations: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        # The same formulas on scalars (a single env, the paper's setting): each numpy call on a
+        # one-row array costs about a microsecond, a tenth of a step's overhead beside the physics.
+        # Every value keeps the dtype and order of operations of the rows above, so results are equal.
+        qpos, state = buffers.qpos[0], buffers.state[0]
+        low, high = self.contact_force_range
+        clipped = buffers.contact_forces  # ufuncs, not np.clip's Python wrapper
+        contact_forces = np.minimum(np.maximum(clipped, low, out=clipped), high, out=clipped)[0]
+        width = len(qpos) - self.skipped_qpos
+        row = observations[0]
+        row[:width] = qpos[self.skipped_qpos:]
+        row[width:width + len(buffers.qvel[0])] = buffers.qvel[0]
+        if self.include_contact_forces:
+            row[width + len(buffers.qvel[0]):] = contact_forces[1:].reshape(-1)
+        forward_reward = (buffers.position_after[0, 0] - buffers.position_before[0, 0]) / self.dt \
+            * self.forward_weight
+        min_z, max_z = self.healthy_z_range
+        z = qpos[2]
+        healthy = bool(np.logical_and.reduce(np.isfinite(state))) and min_z <= z and z <= max_z
+        healthy_reward = healthy * self.healthy_reward
+        ctrl_cost = self.ctrl_cost_weight * np.add.reduce(np.square(actions[0]))
+        contact_cost = self.contact_cost_weight * np.add.reduce(np.square(contact_forces), axis=None)
+        reward = (forward_reward + healthy_reward) - (ctrl_cost + contact_cost)
+        terminated = not healthy and self.terminate_when_unhealthy
+        return np.array([reward], dtype=np.float64), np.array([terminated]), {}
 
 
 class PlanarWalkerTask(LocomotionTask):

@@ -381,14 +381,16 @@ DIAGNOSTICS = {"x_position", "y_position", "distance_from_origin", "x_velocity",
                                             ("Hopper-v5", {"max_episode_steps": 40}),
                                             ("HalfCheetah-v5", {"max_episode_steps": 40})])
 @pytest.mark.parametrize("mode", [AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP])
+@pytest.mark.parametrize("copies", [1, 2])  # one Ant copy without diagnostics takes the scalar path
 def test_step_info_false_keeps_the_transitions_and_drops_only_the_diagnostics(env_id: str, kwargs: dict,
-                                                                            mode: AutoresetMode) -> None:
-    full = BatchedMujocoEnv(env_id, 2, autoreset_mode=mode, **kwargs)
-    lean = BatchedMujocoEnv(env_id, 2, autoreset_mode=mode, step_info=False, **kwargs)
+                                                                            mode: AutoresetMode,
+                                                                            copies: int) -> None:
+    full = BatchedMujocoEnv(env_id, copies, autoreset_mode=mode, **kwargs)
+    lean = BatchedMujocoEnv(env_id, copies, autoreset_mode=mode, step_info=False, **kwargs)
     for vec in (full, lean):
         vec.reset(seed=5)
     ends = 0
-    previous_end = np.zeros(2, dtype=bool)
+    previous_end = np.zeros(copies, dtype=bool)
     for step, actions in enumerate(random_actions(full, 120, seed=2)):
         expected, actual = full.step(actions), lean.step(actions)
         for index in range(4):
@@ -422,3 +424,20 @@ def test_step_info_reaches_the_batched_env_and_is_dropped_for_gymnasium() -> Non
     assert "x_position" in fallback.step(np.zeros((1, 3)))[4]  # more than asked, never less
     lean.close()
     fallback.close()
+
+
+def test_one_ant_copy_ends_an_unhealthy_episode_as_the_general_path_does() -> None:
+    full = BatchedMujocoEnv("Ant-v5", 1, autoreset_mode=AutoresetMode.SAME_STEP)
+    lean = BatchedMujocoEnv("Ant-v5", 1, autoreset_mode=AutoresetMode.SAME_STEP, step_info=False)
+    outcomes = []
+    for vec in (full, lean):
+        vec.reset(seed=1)
+        data = vec.envs[0].unwrapped.data
+        data.qpos[2] = 3.0  # above the healthy range: the torso is thrown up
+        outcomes.append(vec.step(np.full((1, 8), 0.5, dtype=np.float32)))
+    for index in range(4):
+        np.testing.assert_array_equal(outcomes[1][index], outcomes[0][index])
+    assert outcomes[1][2][0], "the episode ended"
+    np.testing.assert_array_equal(outcomes[1][4]["final_obs"][0], outcomes[0][4]["final_obs"][0])
+    full.close()
+    lean.close()
