@@ -235,7 +235,7 @@ class ContinualBackprop(PlasticityMethod):
             return
         magnitude_is_sum = self.nonnegative_features and rule.magnitude_is_sum_if_nonnegative
         self._statistics.record(features, [layer.weight.detach() for layer in self.layers[1:]], track_mean,
-                                self._feature_magnitude, (magnitude_is_sum,) * len(self._birth))
+                                self._feature_magnitude, magnitude_is_sum)
 
     @torch.no_grad()
     def _feature_magnitude(self, k: int, features: Tensor, scratch: Tensor, out: Tensor) -> None:

@@ -58,12 +58,12 @@ class RunningStatistics:
 
     # ------------------------------------------------------------------ recording one step
     def record(self, features: Sequence[Tensor], outgoing_weights: Sequence[Tensor], track_mean: bool,
-               magnitude: Magnitude | None, magnitude_is_sum: Sequence[bool] = ()) -> None:
+               magnitude: Magnitude | None, magnitude_is_sum: bool = False) -> None:
         """Record one step: per hidden layer ``k`` the batch ``features[k]`` and the weights of the layer
         consuming it; ``magnitude(k, features, scratch, out)`` writes ``sum_batch |h_i|`` (or the
-        rule's magnitude) into ``out``, ``None`` if no utility is tracked. Where ``magnitude_is_sum[k]``
+        rule's magnitude) into ``out``, ``None`` if no utility is tracked. With ``magnitude_is_sum``
         (nonnegative features under the contribution rule) the magnitude is the plain batch sum, taken
-        once for both statistics. Called under ``no_grad``."""
+        once for both statistics. The tensors must not require grad."""
         row = len(self._batches)
         self._batches.append(features[0].shape[0])
         for k, h in enumerate(features):
@@ -72,7 +72,7 @@ class RunningStatistics:
                 if track_mean:
                     torch.sum(h, 0, out=sums)
                 continue
-            if k < len(magnitude_is_sum) and magnitude_is_sum[k]:
+            if magnitude_is_sum:
                 if row == 0:
                     self._magnitudes_in_sums[k] = track_mean
                 torch.sum(h, 0, out=sums if self._magnitudes_in_sums[k] else magnitudes)
