@@ -125,6 +125,7 @@ class FastForward:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         *hidden, (weight_t, bias) = self.params
+        x = x.astype(weight_t.dtype, copy=False)  # as the module would see it; torch's kernels need it
         for k, (w_t, b) in enumerate(hidden):
             x = x @ w_t + b
             if self.norms is not None:

@@ -21,9 +21,9 @@ NONNEGATIVE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsi
 def nonnegative_inputs(mlp: nn.Module) -> bool:
     """Whether every ``nn.Linear`` of the ``nn.Sequential`` ``mlp`` but the first takes the output of one
     of `NONNEGATIVE_ACTIVATIONS` directly, so its inputs (the hidden features) are never negative.
-    ``False`` when it cannot tell (not a Sequential, a norm or anything else in between, a module hook
-    that could change what the activation returns)."""
-    if not isinstance(mlp, nn.Sequential):
+    ``False`` when it cannot tell (not a Sequential, a norm or anything else in between, a module or
+    global forward hook that could change what the activation returns)."""
+    if not isinstance(mlp, nn.Sequential) or nn.modules.module._global_forward_hooks:
         return False
     modules = list(mlp)
     consumers = [index for index, module in enumerate(modules) if isinstance(module, nn.Linear)][1:]

@@ -149,6 +149,11 @@ def test_nonnegative_inputs_reads_the_structure() -> None:
     hooked = network()
     hooked[1].register_forward_hook(lambda module, inputs, output: -output)
     assert not nonnegative_inputs(hooked)
+    handle = nn.modules.module.register_module_forward_hook(lambda module, inputs, output: None)
+    try:
+        assert not nonnegative_inputs(relu)  # a global hook could change any activation's output
+    finally:
+        handle.remove()
     assert ContinualBackprop.from_sequential(relu).nonnegative_features
     assert not ContinualBackprop(list(relu.children())[::2]).nonnegative_features  # layers alone: unknown
 

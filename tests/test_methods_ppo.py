@@ -130,6 +130,7 @@ def test_layer_norm_goes_before_each_hidden_activation_of_the_networks_it_names(
             with torch.no_grad():
                 expected = normed.agent.policy.mean_net(torch.from_numpy(x)).numpy()
             np.testing.assert_allclose(fast(x.copy()), expected, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(fast(x.astype(np.float64)), expected, rtol=1e-5, atol=1e-6)
 
 
 
