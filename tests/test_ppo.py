@@ -291,3 +291,18 @@ def test_weight_change_is_the_norm_of_the_update() -> None:
         assert stats["value_weight_change"] == pytest.approx(float((after - before).norm()), rel=1e-5)
         assert (stats["policy_weight_change"] > 0) == moved and (stats["value_weight_change"] > 0) == moved
         trainer.close()
+
+
+@pytest.mark.parametrize("backprop", ["manual", "autograd"])
+def test_logged_gradient_norms_are_each_networks_total_norm(backprop: str) -> None:
+    trainer = make_trainer("env.id=Pendulum-v1", "ppo.hidden_sizes=[8]", "ppo.rollout_steps=64",
+                           "ppo.minibatch_size=64", "ppo.epochs=1", "optimizer.lr=0.0",
+                           f"ppo.backprop={backprop}")
+    agent = trainer.agent
+    agent.collect_rollout()
+    stats = agent.update()  # one minibatch: the mean is that minibatch's norm
+    policy = torch.nn.utils.get_total_norm([p.grad for p in agent.policy.parameters()])
+    value = torch.nn.utils.get_total_norm([p.grad for p in agent.value.parameters()])
+    assert stats["policy_grad_norm"] == float(policy) and stats["value_grad_norm"] == float(value)
+    assert stats["policy_grad_norm"] != stats["value_grad_norm"]
+    trainer.close()
