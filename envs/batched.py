@@ -89,8 +89,8 @@ class BatchedMujocoEnv(gym.vector.VectorEnv):
         copy: return a copy of the observation buffer (``True``, as ``SyncVectorEnv``) or the buffer itself.
         num_threads: threads stepping the physics. Default: up to ``min(num_envs, CPUs available)``.
         step_info: ``False`` leaves out of every step's info what the Gymnasium class reports besides the
-            transition (``x_position``, ``x_velocity``, ``reward_ctrl``, ...): about a tenth of a step's
-            cost beside the physics with one copy. The drifting parameter, ``schedule_changes``, a
+            transition (``x_position``, ``x_velocity``, ``reward_ctrl``, ...), a good part of what a step
+            costs beside the physics with few copies. The drifting parameter, ``schedule_changes``, a
             resetting copy's own reset info and, with same-step autoreset, ``final_obs`` and
             ``final_info`` stay; observations, rewards, terminations and truncations are the same.
         thread_choice: decides, from timings, whether stepping on the calling thread alone is faster
