@@ -30,7 +30,6 @@ from agents.normalization import ObservationNormalizer, RewardScaler
 from agents.rollout_buffer import Episode, Rollout, RolloutBuffer
 from agents.settings import CBPSettings, OptimizerSettings, PPOSettings
 from rl_plasticity import ContinualBackprop, PlasticityMethod
-from rl_plasticity.hooks import linear_layers, nonnegative_inputs
 
 UPDATE_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
                 "policy_grad_norm", "value_grad_norm")
@@ -125,9 +124,8 @@ class PPO:
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
 
     def _attach_cbp(self, mlp: torch.nn.Module, cbp: CBPSettings, seed_offset: int) -> ContinualBackprop:
-        return ContinualBackprop(
-            linear_layers(mlp), self.optimizer, **cbp.options(), nonlinearity=self.settings.activation,
-            nonnegative_features=nonnegative_inputs(mlp),
+        return ContinualBackprop.from_sequential(
+            mlp, self.optimizer, **cbp.options(), nonlinearity=self.settings.activation,
             generator=torch.Generator().manual_seed(self.seed * 1000 + seed_offset),
         )
 
