@@ -2,16 +2,16 @@
 
 At the paper's size (2x256 networks, minibatches of 128) a minibatch step pays per operator call as much
 as per FLOP, and autograd adds a graph, its bookkeeping and a ``zero_grad`` to every one. Here each
-network's forward keeps its activations, the losses' derivatives are written out, and the backward
-writes every gradient straight into the parameters' ``.grad`` buffers (so nothing needs zeroing).
-`agents.ppo.PPO` uses this path by default where it applies (``ppo.backprop``); autograd stays the
-reference, and ``tests/test_manual_backprop.py`` checks that both give the same losses, gradients,
-CBP picks and parameters.
+network's forward keeps its activations, the losses' derivatives are written out, and the backward's
+gradients become the parameters' ``.grad`` (so nothing needs zeroing). `agents.ppo.PPO` uses this path by
+default where it applies (``ppo.backprop``); ``ppo.backprop: compiled`` runs the same arithmetic through
+``torch.compile``. Autograd stays the reference, and ``tests/test_manual_backprop.py`` checks that every
+path gives the same losses, gradients, CBP picks and parameters.
 
-What it applies to: MLPs that are ``Linear, act, ..., Linear`` with ReLU or tanh (no LayerNorm, no CReLU)
-and no forward hooks other than pre-hooks on the Linear layers. Those pre-hooks (CBP's and ReDo's
-feature capture, the probes') are called with each hidden feature as ``module(x)`` would call them, so
-the plasticity methods see the same batches on either path.
+What it applies to: MLPs of ``Linear, [LayerNorm], activation`` blocks and a final Linear, with ReLU,
+CReLU or tanh, and no forward hooks other than pre-hooks on the Linear layers. Those pre-hooks (CBP's and
+ReDo's feature capture, the probes') are called with each Linear's input as ``module(x)`` would call them,
+so the plasticity methods see the same batches on every path.
 """
 
 from __future__ import annotations
@@ -72,19 +72,21 @@ def manual_backprop_for(settings: Any, policy: nn.Module, value: nn.Module) -> M
     them out (ValueError if ``manual`` was asked for where it does not apply); ``None`` means autograd."""
     problem = next(filter(None, (unsupported(net, settings.activation, owner)
                                  for net, owner in ((policy.mean_net, policy), (value.net, value)))), None)
-    if settings.backprop == "manual" and problem:
-        raise ValueError(f"ppo.backprop manual does not apply here: {problem}; use auto or autograd")
+    if settings.backprop in ("manual", "compiled") and problem:
+        raise ValueError(f"ppo.backprop {settings.backprop} does not apply here: {problem}; use auto or "
+                         f"autograd")
     if settings.backprop == "autograd" or problem:
         return None
-    return ManualPPOLoss(policy, value, settings.activation, settings)
+    return ManualPPOLoss(policy, value, settings.activation, settings,
+                         compiled=settings.backprop == "compiled")
 
 
 def continue_backprop(saved_path: str, current: ManualPPOLoss | None, settings: Any, policy: nn.Module,
                       value: nn.Module) -> ManualPPOLoss | None:
-    """The gradient path to continue a state computed on ``saved_path`` (``"manual"`` or ``"autograd"``):
-    that same path, so that a resume is bit-identical. Under ``backprop: auto`` it may be autograd where
-    manual applies; an explicit other path is a ValueError rather than a silent switch."""
-    if saved_path == ("autograd" if current is None else "manual"):
+    """The gradient path to continue a state computed on ``saved_path`` (``"manual"``, ``"compiled"`` or
+    ``"autograd"``): that same path, so that a resume is bit-identical. Under ``backprop: auto`` it may be
+    another than auto would pick; an explicit other path is a ValueError rather than a silent switch."""
+    if saved_path == ("autograd" if current is None else current.path):
         return current
     if settings.backprop != "auto":
         raise ValueError(f"the state was computed with {saved_path} gradients; continue it with "
@@ -95,10 +97,12 @@ def continue_backprop(saved_path: str, current: ManualPPOLoss | None, settings: 
 class ManualMLP:
     """``mlp(x)`` and the gradients of its parameters for a given output gradient, by hand.
 
-    ``forward`` returns the output and what ``backward`` needs (each module's input, and LayerNorm's
-    statistics); ``backward(grad_out, saved)`` writes ``d loss / d parameter`` into each parameter's
-    ``.grad``. LayerNorm's forward and backward are the kernels autograd itself calls
-    (``native_layer_norm`` and its backward).
+    Both passes are pure functions of tensors, so that ``torch.compile`` can trace them: ``forward(x,
+    tensors)`` returns the output and what ``backward`` needs (each module's input, and LayerNorm's
+    statistics); ``backward(grad_out, saved, tensors)`` returns ``d loss / d parameter`` for each entry of
+    ``tensors`` (`tensors` gives them, detached, in the order of `parameters`). LayerNorm's forward and
+    backward are the kernels autograd itself calls (``native_layer_norm`` and its backward). The side
+    effects ``module(x)`` would have, its Linear layers' forward pre-hooks, are `call_pre_hooks`'.
     """
 
     def __init__(self, mlp: nn.Sequential, activation: str, owner: nn.Module | None = None) -> None:
@@ -106,25 +110,31 @@ class ManualMLP:
         if problem:
             raise ValueError(f"manual backprop does not apply to this network: {problem}; use autograd")
         self.mlp, self.owner, self.modules = mlp, owner, list(mlp)
+        self.kinds = [type(module) for module in self.modules]
         self.layers = linear_layers(mlp)
         self.activation = activation
+        #: per module, the index of its first entry in `parameters` (its weight; the bias follows)
+        self._offsets: list[int] = []
+        self.parameters: list[nn.Parameter | None] = []
+        for module in self.modules:
+            self._offsets.append(len(self.parameters))
+            if isinstance(module, nn.Linear | nn.LayerNorm):
+                self.parameters += [module.weight, module.bias]
 
-    def forward(self, x: Tensor) -> tuple[Tensor, list[Any]]:
+    def tensors(self) -> list[Tensor | None]:
+        """The parameters as `forward` and `backward` take them: detached, in `parameters`' order."""
+        return [None if p is None else p.detach() for p in self.parameters]
+
+    def forward(self, x: Tensor, tensors: list[Tensor | None]) -> tuple[Tensor, list[Any]]:
         """The output and, per module, what its backward needs (its input; LayerNorm's mean and rstd)."""
         saved: list[Any] = []
-        for module in self.modules:
-            kind = type(module)
+        for module, kind, at in zip(self.modules, self.kinds, self._offsets, strict=True):
             if kind is nn.Linear:
-                for hook in module._forward_pre_hooks.values():
-                    if hook(module, (x,)) is not None:
-                        raise ValueError("a forward pre-hook that changes its input needs autograd backprop")
                 saved.append(x)
-                x = torch.addmm(module.bias.detach(), x, module.weight.detach().t())
+                x = torch.addmm(tensors[at + 1], x, tensors[at].t())
             elif kind is nn.LayerNorm:
-                weight = None if module.weight is None else module.weight.detach()
-                bias = None if module.bias is None else module.bias.detach()
-                normalised, mean, rstd = torch.native_layer_norm(x, module.normalized_shape, weight, bias,
-                                                                 module.eps)
+                normalised, mean, rstd = torch.native_layer_norm(x, module.normalized_shape, tensors[at],
+                                                                 tensors[at + 1], module.eps)
                 saved.append((x, mean, rstd))
                 x = normalised
             elif kind is ConcatenatedReLU:
@@ -135,32 +145,24 @@ class ManualMLP:
                 saved.append(x)
         return x, saved
 
-    def backward(self, grad_out: Tensor, saved: list[Any]) -> None:
+    def backward(self, grad_out: Tensor, saved: list[Any],
+                 tensors: list[Tensor | None]) -> list[Tensor | None]:
+        grads: list[Tensor | None] = [None] * len(tensors)
         grad = grad_out
         for index in range(len(self.modules) - 1, -1, -1):
-            module, kind = self.modules[index], type(self.modules[index])
+            module, kind, at = self.modules[index], self.kinds[index], self._offsets[index]
             if kind is nn.Linear:
-                weight, bias, inputs = module.weight, module.bias, saved[index]
-                if weight.grad is None:
-                    weight.grad = torch.empty_like(weight)
-                if bias.grad is None:
-                    bias.grad = torch.empty_like(bias)
-                torch.mm(grad.t(), inputs, out=weight.grad)
-                torch.sum(grad, 0, out=bias.grad)
+                grads[at] = torch.mm(grad.t(), saved[index])
+                grads[at + 1] = torch.sum(grad, 0)
                 if index == 0:
                     break
-                grad = torch.mm(grad, weight.detach())
+                grad = torch.mm(grad, tensors[at])
             elif kind is nn.LayerNorm:
                 inputs, mean, rstd = saved[index]
-                weight = None if module.weight is None else module.weight.detach()
-                bias = None if module.bias is None else module.bias.detach()
-                grad, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
+                weight, bias = tensors[at], tensors[at + 1]
+                grad, grads[at], grads[at + 1] = torch.ops.aten.native_layer_norm_backward(
                     grad, inputs, module.normalized_shape, mean, rstd, weight, bias,
                     [True, weight is not None, bias is not None])
-                if weight is not None:
-                    module.weight.grad = grad_weight
-                if bias is not None:
-                    module.bias.grad = grad_bias
             elif kind is ConcatenatedReLU:
                 out = saved[index]
                 half = out.shape[-1] // 2
@@ -171,6 +173,21 @@ class ManualMLP:
                 grad = torch.ops.aten.threshold_backward(grad, saved[index], 0.0)
             else:
                 grad = torch.ops.aten.tanh_backward(grad, saved[index])
+        return grads
+
+    def call_pre_hooks(self, saved: list[Any]) -> None:
+        """Call each Linear's forward pre-hooks with its input of the last forward, as ``module(x)`` would
+        have (CBP's and ReDo's feature capture, the probes')."""
+        for module, kind, inputs in zip(self.modules, self.kinds, saved, strict=True):
+            if kind is nn.Linear:
+                for hook in module._forward_pre_hooks.values():
+                    if hook(module, (inputs,)) is not None:
+                        raise ValueError("a forward pre-hook that changes its input needs autograd backprop")
+
+    def store_gradients(self, grads: list[Tensor | None]) -> None:
+        for parameter, grad in zip(self.parameters, grads, strict=True):
+            if parameter is not None:
+                parameter.grad = grad
 
 
 def _maximum_gradient(first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
@@ -184,14 +201,27 @@ class ManualPPOLoss:
     """PPO's clipped policy loss and value loss with hand-derived gradients for both networks.
 
     The same formulas as `agents.ppo.PPO._policy_backward` and `_value_backward` (and the same returned
-    statistics); each writes the gradients of its network and, for the policy, of the log-std.
+    statistics); each writes the gradients of its network and, for the policy, of the log-std. The
+    arithmetic of each network is one pure function (`_policy_terms`, `_value_terms`); with ``compiled``
+    both are ``torch.compile``d (inductor: the losses' and backward's elementwise ops fuse into a few
+    kernels around the matrix products), which gives the same results to float rounding, not bit for bit.
     """
 
-    def __init__(self, policy: nn.Module, value: nn.Module, activation: str, settings: Any) -> None:
+    def __init__(self, policy: nn.Module, value: nn.Module, activation: str, settings: Any,
+                 compiled: bool = False) -> None:
         self.policy_mean = ManualMLP(policy.mean_net, activation, policy)
         self.value = ManualMLP(value.net, activation, value)
         self.log_std = policy.log_std
         self.settings = settings
+        #: the name a checkpoint records (``ppo.backprop``)
+        self.path = "compiled" if compiled else "manual"
+        self._policy_fn, self._value_fn = self._policy_terms, self._value_terms
+        if compiled:
+            # Shapes never change within a run (every minibatch has minibatch_size rows), so one static
+            # graph per network.
+            self._policy_fn = torch.compile(self._policy_terms, fullgraph=True, dynamic=False)
+            self._value_fn = torch.compile(self._value_terms, fullgraph=True, dynamic=False)
+        self._warm = not compiled
 
     def check(self) -> None:
         """RuntimeError if a hook added since construction (a forward hook, say) rules this path out."""
@@ -201,13 +231,38 @@ class ManualPPOLoss:
                 raise RuntimeError(f"manual backprop no longer applies to the {name} network: {problem}; "
                                    f"build the agent with ppo.backprop: autograd")
 
+    def warm_up(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, old_values: Tensor,
+                returns: Tensor, advantages: Tensor) -> None:
+        """Compile both functions now, on this thread, from a minibatch of the right shapes (the results
+        are discarded: the functions have no side effects). Otherwise the first minibatch would compile
+        them, possibly on two threads at once, and inside the timings that choose the threading."""
+        if not self._warm:
+            self._policy_fn(self.policy_mean.tensors(), self.log_std.detach(), obs, actions, old_logprobs,
+                            advantages)
+            self._value_fn(self.value.tensors(), obs, old_values, returns)
+            self._warm = True
+
     def policy_backward(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor,
                         advantages: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        grads, grad_log_std, saved, stats = self._policy_fn(
+            self.policy_mean.tensors(), self.log_std.detach(), obs, actions, old_logprobs, advantages)
+        self.policy_mean.call_pre_hooks(saved)
+        self.policy_mean.store_gradients(grads)
+        self.log_std.grad = grad_log_std
+        return stats
+
+    def value_backward(self, obs: Tensor, old_values: Tensor, returns: Tensor) -> Tensor:
+        grads, saved, value_loss = self._value_fn(self.value.tensors(), obs, old_values, returns)
+        self.value.call_pre_hooks(saved)
+        self.value.store_gradients(grads)
+        return value_loss
+
+    def _policy_terms(self, tensors: list[Tensor | None], log_std: Tensor, obs: Tensor, actions: Tensor,
+                      old_logprobs: Tensor, advantages: Tensor) -> tuple[Any, ...]:
         s = self.settings
         if s.norm_adv == "minibatch":
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        log_std = self.log_std.detach()
-        mean, inputs = self.policy_mean.forward(obs)
+        mean, saved = self.policy_mean.forward(obs, tensors)
         inv_std = torch.exp(-log_std)
         z = (actions - mean) * inv_std
         log_prob = -(0.5 * z.square() + log_std + _LOG_SQRT_2PI).sum(-1)
@@ -226,17 +281,15 @@ class ManualPPOLoss:
         # log_prob = -sum(z^2 / 2 + log_std): d/d mean = z / std, d/d log_std = z^2 - 1
         grad_mean = z * inv_std * grad_log_prob[:, None]
         grad_log_std = (z.square() - 1.0).t() @ grad_log_prob - s.ent_coef
-        if self.log_std.grad is None:
-            self.log_std.grad = torch.empty_like(self.log_std)
-        self.log_std.grad.copy_(grad_log_std)
-        self.policy_mean.backward(grad_mean, inputs)
+        grads = self.policy_mean.backward(grad_mean, saved, tensors)
         approx_kl = ((ratio - 1.0) - log_ratio).mean()
         clipfrac = ((ratio - 1.0).abs() > s.clip_coef).float().mean()
-        return policy_loss, entropy, approx_kl, clipfrac
+        return grads, grad_log_std, saved, (policy_loss, entropy, approx_kl, clipfrac)
 
-    def value_backward(self, obs: Tensor, old_values: Tensor, returns: Tensor) -> Tensor:
+    def _value_terms(self, tensors: list[Tensor | None], obs: Tensor, old_values: Tensor,
+                     returns: Tensor) -> tuple[Any, ...]:
         s = self.settings
-        out, inputs = self.value.forward(obs)
+        out, saved = self.value.forward(obs, tensors)
         values = out.squeeze(-1)
         error = values - returns
         value_loss = error.square()
@@ -252,5 +305,5 @@ class ManualPPOLoss:
             grad_values.mul_(scale)
         else:
             grad_values = error * scale
-        self.value.backward(grad_values[:, None], inputs)
-        return value_loss.mean()
+        grads = self.value.backward(grad_values[:, None], saved, tensors)
+        return grads, saved, value_loss.mean()

@@ -194,10 +194,11 @@ def _overlap(a: MethodSettings, b: MethodSettings) -> bool:
 
 
 def attach_methods(methods: MethodsSettings | None, networks: dict[str, nn.Module],
-                   optimizer: torch.optim.Optimizer, activation: str, seed: int,
+                   optimizers: dict[str, torch.optim.Optimizer], activation: str, seed: int,
                    ) -> dict[str, dict[str, PlasticityMethod]]:
-    """Every enabled method on the Linear layers of each network it names: ``{name: {net: method}}``.
-    Each gets its own generator, seeded from ``seed``, the method and the network."""
+    """Every enabled method on the Linear layers of each network it names, hooked to that network's
+    optimizer: ``{name: {net: method}}``. Each gets its own generator, seeded from ``seed``, the method
+    and the network."""
     attached: dict[str, dict[str, PlasticityMethod]] = {}
     for index, (name, settings) in enumerate((methods.enabled() if methods else {}).items()):
         method = METHODS[name]
@@ -205,7 +206,7 @@ def attach_methods(methods: MethodsSettings | None, networks: dict[str, nn.Modul
         if "nonlinearity" in {f.name for f in fields(method.Options)}:
             options["nonlinearity"] = activation
         attached[name] = {
-            net: method(linear_layers(mlp), optimizer, **options,
+            net: method(linear_layers(mlp), optimizers[net], **options,
                         generator=torch.Generator().manual_seed(seed * 1000 + 10 * (index + 1) + k))
             for k, (net, mlp) in enumerate(networks.items()) if settings.on(net)
         }

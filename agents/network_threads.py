@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,7 +25,8 @@ from rl_plasticity.faster import FasterChoice
 
 
 class NetworkThreads:
-    """Runs the value network's share of each minibatch step on a worker thread, or everything here.
+    """Runs the value network's share of each minibatch step on a worker thread, or everything here;
+    and, apart from that, a whole update of the value network beside the next rollout (`defer`).
 
     Args:
         parallel: ``True`` always uses the worker thread, ``False`` never; ``None`` lets a
@@ -45,6 +46,8 @@ class NetworkThreads:
         self._worker = None if parallel is False else ThreadPoolExecutor(1, thread_name_prefix="ppo-value")
         self._threaded_now = self._fixed
         self._restore_threads: int | None = None
+        self._deferred_worker: ThreadPoolExecutor | None = None
+        self._deferred: Future | None = None
 
     @property
     def parallel(self) -> bool | None:
@@ -87,10 +90,37 @@ class NetworkThreads:
             value_result = pending.result()
         return value_result, policy_result
 
+    def defer(self, work: Callable[[], Any]) -> None:
+        """Start ``work`` (a whole network's update) on a worker thread of its own, on one torch thread,
+        while the caller goes on (with the next rollout); `wait` and `finish` join it."""
+        self.finish()
+        if self._deferred_worker is None:
+            self._deferred_worker = ThreadPoolExecutor(1, thread_name_prefix="ppo-value-update")
+        self._deferred = self._deferred_worker.submit(_on_one_torch_thread, work)
+
+    def wait(self) -> None:
+        """Wait for the deferred work (re-raising its error); its result stays for `finish`."""
+        if self._deferred is not None:
+            self._deferred.result()
+
+    def finish(self) -> Any:
+        """Wait for the deferred work (re-raising its error) and hand over its result; ``None`` if there
+        is none."""
+        deferred, self._deferred = self._deferred, None
+        return deferred.result() if deferred is not None else None
+
     def close(self) -> None:
-        """Stop the worker thread; from then on everything runs on the calling thread."""
+        """Stop the worker threads; from then on everything runs on the calling thread."""
         self.restore_threads()
-        if self._worker is not None:
-            self._worker.shutdown(wait=True)
-            self._worker = None
+        for worker in (self._worker, self._deferred_worker):
+            if worker is not None:
+                worker.shutdown(wait=True)
+        self._worker = self._deferred_worker = self._deferred = None
         self.auto, self._choice, self._fixed, self._threaded_now = False, None, False, False
+
+
+def _on_one_torch_thread(work: Callable[[], Any]) -> Any:
+    # The deferred work runs beside the rollout (one core) on the other core: more torch threads would
+    # oversubscribe. OpenMP's count is per thread, so the caller's stays as it is.
+    torch.set_num_threads(1)
+    return work()

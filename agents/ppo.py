@@ -1,11 +1,13 @@
 """PPO for continuous actions over a Gymnasium vector env, optionally with continual backprop.
 
-Read it top to bottom: `PPO.__init__` builds the two networks, the one Adam and (optionally) one
-`ContinualBackprop` per network; `collect_rollout` steps the envs and computes advantages;
-`update` runs the clipped-objective epochs, its gradients by autograd (``_policy_backward``,
-``_value_backward``, the reference) or, by default, by the same losses' hand-derived backward
-(`agents.manual_backprop`). Everything the algorithm needs to continue exactly (networks, optimizer,
-CBP, normalisers, RNG, counters, the gradient path) is in `state_dict`.
+Read it top to bottom: `PPO.__init__` builds the two networks, the one Adam (held per network,
+`agents.network_optimizers`) and (optionally) one `ContinualBackprop` per network; `collect_rollout`
+steps the envs and computes advantages; `update` runs the clipped-objective epochs, its gradients by
+autograd (``_policy_backward``, ``_value_backward``, the reference) or, by default, by the same losses'
+hand-derived backward (`agents.manual_backprop`), and may leave the value network's epochs running
+beside the next rollout, which needs only the policy (``defer_value``). Everything the algorithm needs
+to continue exactly (networks, optimizer, CBP, normalisers, RNG, counters, the gradient path) is in
+`state_dict` (`agents.ppo_state`).
 
 The vector env must autoreset in the SAME step (``autoreset_mode=SAME_STEP``), so a finished episode's
 last observation arrives in ``info["final_obs"]`` while ``obs`` already starts the next one.
@@ -22,17 +24,24 @@ import torch
 from torch import Tensor
 
 from agents.advantage import compute_gae
-from agents.manual_backprop import continue_backprop, manual_backprop_for
+from agents.manual_backprop import manual_backprop_for
 from agents.method_settings import MethodsSettings, attach_methods
+from agents.network_optimizers import NetworkOptimizers
 from agents.network_threads import NetworkThreads
 from agents.networks import FastForward, GaussianPolicy, ValueFunction
 from agents.normalization import ObservationNormalizer, RewardScaler
+from agents.ppo_state import agent_state, load_agent_state
 from agents.rollout_buffer import Episode, Rollout, RolloutBuffer
 from agents.settings import CBPSettings, OptimizerSettings, PPOSettings
 from rl_plasticity import ContinualBackprop, PlasticityMethod
 
 UPDATE_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
                 "policy_grad_norm", "value_grad_norm")
+#: which of them each network's steps produce, in `PPO._network_step`'s order, and their columns
+NETWORK_STATS = {"policy": ("policy_loss", "entropy", "approx_kl", "clipfrac", "policy_grad_norm"),
+                 "value": ("value_loss", "value_grad_norm")}
+POLICY_STATS, VALUE_STATS = ([UPDATE_STATS.index(key) for key in NETWORK_STATS[name]]
+                             for name in ("policy", "value"))
 
 
 class PPO:
@@ -86,21 +95,24 @@ class PPO:
         self._policy_params = list(self.policy.parameters())
         self._value_params = list(self.value.parameters())
         self._all_params = self._policy_params + self._value_params
-        # One Adam over everything, as in the paper; the fused CPU kernel is the fastest of torch's three.
-        self.optimizer = torch.optim.Adam(
-            self._all_params, lr=optimizer.lr, betas=tuple(optimizer.betas),
-            eps=optimizer.eps, weight_decay=optimizer.weight_decay, fused=True,
+        self._network_params = {"policy": self._policy_params, "value": self._value_params}
+        # One Adam over everything, as in the paper, held as one per network so that each network can
+        # step on its own thread (bit-identical); the fused CPU kernel is the fastest of torch's three.
+        self.optimizer = NetworkOptimizers(
+            {"policy": self._policy_params, "value": self._value_params}, lr=optimizer.lr,
+            betas=tuple(optimizer.betas), eps=optimizer.eps, weight_decay=optimizer.weight_decay, fused=True,
         )
+        optimizers = self.optimizer.by_network
         self.cbp_policy: ContinualBackprop | None = None
         self.cbp_value: ContinualBackprop | None = None
         if cbp is not None and cbp.enabled:
-            # Both hook the same optimizer: each runs a generate-and-test step after every minibatch update.
-            self.cbp_policy = self._attach_cbp(self.policy.mean_net, cbp, seed_offset=1)
-            self.cbp_value = self._attach_cbp(self.value.net, cbp, seed_offset=2)
+            # Each hooks its network's optimizer: a generate-and-test step after every minibatch update.
+            self.cbp_policy = self._attach_cbp(self.policy.mean_net, optimizers["policy"], cbp, seed_offset=1)
+            self.cbp_value = self._attach_cbp(self.value.net, optimizers["value"], cbp, seed_offset=2)
         #: the other plasticity methods, ``{name: {"policy": method, "value": method}}`` for the networks
-        #: each acts on; they hook the same optimizer, after CBP
+        #: each acts on; each hooks its network's optimizer, after CBP
         self.methods: dict[str, dict[str, PlasticityMethod]] = attach_methods(
-            methods, {"policy": self.policy.mean_net, "value": self.value.net}, self.optimizer,
+            methods, {"policy": self.policy.mean_net, "value": self.value.net}, optimizers,
             settings.activation, seed)
         self._policy_mean_fast = FastForward(self.policy.mean_net, act)
         #: the hand-derived gradients, or None where autograd computes them (``ppo.backprop``)
@@ -123,9 +135,10 @@ class PPO:
         self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
 
-    def _attach_cbp(self, mlp: torch.nn.Module, cbp: CBPSettings, seed_offset: int) -> ContinualBackprop:
+    def _attach_cbp(self, mlp: torch.nn.Module, optimizer: torch.optim.Optimizer, cbp: CBPSettings,
+                    seed_offset: int) -> ContinualBackprop:
         return ContinualBackprop.from_sequential(
-            mlp, self.optimizer, **cbp.options(), nonlinearity=self.settings.activation,
+            mlp, optimizer, **cbp.options(), nonlinearity=self.settings.activation,
             generator=torch.Generator().manual_seed(self.seed * 1000 + seed_offset),
         )
 
@@ -174,6 +187,7 @@ class PPO:
         self._next_obs = obs
         self.global_step += self.batch_size
         rollout.last_info = info
+        self.wait_for_value_update()  # the values below read the value network
         self._compute_advantages(pending_final)
         return rollout
 
@@ -217,8 +231,21 @@ class PPO:
             lr *= max(0.0, 1.0 - self.updates_done / self.num_iterations)
         return lr
 
-    def update(self) -> dict[str, float]:
-        """``epochs`` passes of clipped-PPO minibatch steps over the last rollout; returns mean statistics."""
+    @property
+    def can_defer_value(self) -> bool:
+        """Whether `update` may leave the value network's half running: the networks' minibatch steps
+        share nothing unless a global gradient-norm clip couples them."""
+        return self.settings.max_grad_norm is None
+
+    def update(self, defer_value: bool = False) -> dict[str, float]:
+        """``epochs`` passes of clipped-PPO minibatch steps over the last rollout; returns mean statistics.
+
+        With ``defer_value`` (where `can_defer_value`), only the policy's steps run before this returns;
+        the value network's run on a worker thread, where the next rollout (which needs only the policy)
+        does not wait for them, and its statistics come from `finish_update`. Every method that reads the
+        value network calls that first, and the results are bit-identical to the steps in lockstep.
+        """
+        self.finish_update()
         s, buffer = self.settings, self.buffer
         lr = self.learning_rate
         for group in self.optimizer.param_groups:
@@ -230,33 +257,80 @@ class PPO:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
         minibatches = self.batch_size // s.minibatch_size
-        if self.manual_backprop is not None:
-            self.manual_backprop.check()
-        before = [torch.cat([p.detach().reshape(-1) for p in params])
-                  for params in (self._policy_params, self._value_params)]
+        before = {name: _flat(params) for name, params in self._network_params.items()}
         # One row per sample, so that each minibatch is one gather instead of six.
         columns = (obs, actions, old_logprobs[:, None], old_values[:, None], returns[:, None],
                    advantages[:, None])
         table, widths = torch.cat(columns, 1), [c.shape[1] for c in columns]
-        records = torch.zeros((s.epochs * minibatches, len(UPDATE_STATS)))
-        for epoch in range(s.epochs):
-            order = torch.randperm(self.batch_size, generator=self.generator)
-            for m in range(minibatches):
-                rows = table[order[m * s.minibatch_size:(m + 1) * s.minibatch_size]]
-                mb_obs, mb_actions, *scalars = (c.contiguous() for c in rows.split(widths, 1))
-                with self.network_threads.minibatch():
-                    records[epoch * minibatches + m] = self._minibatch_step(
-                        mb_obs, mb_actions, *(column.squeeze(1) for column in scalars))
-        self.network_threads.restore_threads()
+
+        def minibatch_columns(rows: Tensor) -> list[Tensor]:
+            mb_obs, mb_actions, *scalars = (c.contiguous() for c in rows.split(widths, 1))
+            return [mb_obs, mb_actions, *(column.squeeze(1) for column in scalars)]
+
+        if self.manual_backprop is not None:
+            self.manual_backprop.check()
+            self.manual_backprop.warm_up(*minibatch_columns(table[:s.minibatch_size]))
+        indices = [order[m * s.minibatch_size:(m + 1) * s.minibatch_size] for order in
+                   (torch.randperm(self.batch_size, generator=self.generator) for _ in range(s.epochs))
+                   for m in range(minibatches)]
+        records = torch.zeros((len(indices), len(UPDATE_STATS)))
         self.updates_done += 1
-        stats = dict(zip(UPDATE_STATS, records.mean(0).tolist(), strict=True))
-        stats["explained_variance"] = _explained_variance(old_values, returns)
-        stats["learning_rate"] = lr
-        for name, params, previous in zip(("policy", "value"), (self._policy_params, self._value_params),
-                                          before, strict=True):
-            after = torch.cat([p.detach().reshape(-1) for p in params])
-            stats[f"{name}_weight_change"] = float(torch.linalg.vector_norm(after - previous))
+        stats = {"explained_variance": _explained_variance(old_values, returns), "learning_rate": lr}
+        if defer_value and self.can_defer_value:
+            for row, index in enumerate(indices):
+                records[row, POLICY_STATS] = self._network_step("policy", *minibatch_columns(table[index]))
+            stats.update(self._update_statistics(records, before, "policy"))
+
+            def value_half() -> dict[str, float]:
+                for row, index in enumerate(indices):
+                    records[row, VALUE_STATS] = self._network_step("value", *minibatch_columns(table[index]))
+                return self._update_statistics(records, before, "value")
+
+            self.network_threads.defer(value_half)
+            return stats
+        for row, index in enumerate(indices):
+            with self.network_threads.minibatch():
+                records[row] = self._minibatch_step(*minibatch_columns(table[index]))
+        self.network_threads.restore_threads()
+        stats.update(self._update_statistics(records, before, "policy", "value"))
         return stats
+
+    def wait_for_value_update(self) -> None:
+        """Wait for a deferred value update (re-raising its error); its statistics stay for
+        `finish_update`."""
+        self.network_threads.wait()
+
+    def finish_update(self) -> dict[str, float]:
+        """Wait for a deferred value update (re-raising its error) and hand over its statistics; ``{}``
+        if there is none (the next `update` drops those not taken)."""
+        return self.network_threads.finish() or {}
+
+    def _update_statistics(self, records: Tensor, before: dict[str, Tensor],
+                           *networks: str) -> dict[str, float]:
+        """The mean statistics of ``networks`` (one column mean is the same whoever fills the others)."""
+        means = dict(zip(UPDATE_STATS, records.mean(0).tolist(), strict=True))
+        stats = {}
+        for name in networks:
+            stats.update({key: means[key] for key in NETWORK_STATS[name]})
+            change = _flat(self._network_params[name]) - before[name]
+            stats[f"{name}_weight_change"] = float(torch.linalg.vector_norm(change))
+        return stats
+
+    def _network_step(self, network: str, obs: Tensor, actions: Tensor, old_logprobs: Tensor,
+                      old_values: Tensor, returns: Tensor, advantages: Tensor) -> Tensor:
+        """One network's share of `_minibatch_step` when nothing couples the two: its loss, its
+        gradient norm (the same arithmetic) and its optimizer step."""
+        manual, optimizer = self.manual_backprop, self.optimizer.by_network[network]
+        if manual is None:
+            optimizer.zero_grad(set_to_none=True)
+        if network == "policy":
+            backward = manual.policy_backward if manual else self._policy_backward
+            results = list(backward(obs, actions, old_logprobs, advantages))
+        else:
+            results = [(manual.value_backward if manual else self._value_backward)(obs, old_values, returns)]
+        norms = torch.stack(torch._foreach_norm([p.grad for p in self._network_params[network]]))
+        optimizer.step()
+        return torch.stack([*results, torch.linalg.vector_norm(norms)])
 
     def _minibatch_step(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, old_values: Tensor,
                         returns: Tensor, advantages: Tensor) -> Tensor:
@@ -325,58 +399,12 @@ class PPO:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training: networks, optimizer, CBP, normalisers, RNG, counters."""
-        return {
-            "policy": self.policy.state_dict(),
-            "value": self.value.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "cbp_policy": self.cbp_policy.state_dict() if self.cbp_policy else None,
-            "cbp_value": self.cbp_value.state_dict() if self.cbp_value else None,
-            "methods": {name: {net: m.state_dict() for net, m in nets.items()}
-                        for name, nets in self.methods.items()},
-            "obs_normalizer": self.obs_normalizer.state_dict() if self.obs_normalizer else None,
-            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else None,
-            "generator": self.generator.get_state(),
-            "global_step": self.global_step,
-            "updates_done": self.updates_done,
-            "episode_return": self._episode_return.copy(),
-            "episode_length": self._episode_length.copy(),
-            "next_obs": None if self._next_obs is None else np.array(self._next_obs),
-            "backprop": "autograd" if self.manual_backprop is None else "manual",
-        }
+        self.wait_for_value_update()
+        return agent_state(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("cbp_policy", "cbp_value", "obs_normalizer", "reward_scaler"):
-            if (state[name] is None) != (getattr(self, name) is None):
-                saved = "without" if state[name] is None else "with"
-                raise ValueError(f"the state was saved {saved} {name}; build the agent with the same "
-                                 f"settings")
-        saved_methods = state.get("methods", {})  # checkpoints from before the methods have none
-        if _describe(saved_methods) != _describe(self.methods):
-            raise ValueError(f"the state was saved with methods {_describe(saved_methods)}, this agent has "
-                             f"{_describe(self.methods)}; build the agent with the same methods settings")
-        # States from before the choice were computed by autograd.
-        self.manual_backprop = continue_backprop(state.get("backprop", "autograd"), self.manual_backprop,
-                                                 self.settings, self.policy, self.value)
-        self.policy.load_state_dict(state["policy"])
-        self.value.load_state_dict(state["value"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for name in ("cbp_policy", "cbp_value", "obs_normalizer", "reward_scaler"):
-            if state[name] is not None:
-                getattr(self, name).load_state_dict(state[name])
-        for name, nets in self.methods.items():
-            for net, method in nets.items():
-                method.load_state_dict(saved_methods[name][net])
-        self.generator.set_state(state["generator"])
-        self.global_step = int(state["global_step"])
-        self.updates_done = int(state["updates_done"])
-        self._episode_return = np.array(state["episode_return"], dtype=np.float64)
-        self._episode_length = np.array(state["episode_length"], dtype=np.int64)
-        self._next_obs = None if state["next_obs"] is None else np.array(state["next_obs"])
-
-
-def _describe(methods: dict[str, Any]) -> str:
-    described = [f"{name} on {'+'.join(sorted(nets))}" for name, nets in sorted(methods.items())]
-    return ", ".join(described) or "none"
+        self.finish_update()  # a value update of the replaced state must not land on the loaded one
+        load_agent_state(self, state)
 
 
 def _space_dims(envs: Any) -> tuple[int, int]:
@@ -389,6 +417,10 @@ def _space_dims(envs: Any) -> tuple[int, int]:
             f"{obs_space} and actions {action_space}"
         )
     return int(obs_shape[0]), int(action_shape[0])
+
+
+def _flat(params: list[torch.nn.Parameter]) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params])
 
 
 def _as_float_tensor(array: np.ndarray) -> Tensor:

@@ -42,7 +42,7 @@ def setting(
 ACTIVATIONS = ("relu", "tanh")
 NETWORK_INITS = ("lecun", "orthogonal", "pytorch_default")
 ADVANTAGE_NORMALIZATION = ("batch", "minibatch", "off")
-BACKPROP_PATHS = ("auto", "manual", "autograd")
+BACKPROP_PATHS = ("auto", "manual", "compiled", "autograd")
 
 
 @dataclass
@@ -83,10 +83,12 @@ class PPOSettings:
                         choices=NETWORK_INITS)
     log_std_init: float = setting(0.0, "initial value of the state-independent action log-std")
     backprop: str = setting("auto", "how the update computes gradients: manual = a hand-derived forward "
-                            "and backward of both MLPs and the losses, without autograd (faster; plain "
-                            "Linear+ReLU/tanh networks, so not with LayerNorm or CReLU); autograd = "
+                            "and backward of both MLPs and the losses, without autograd (faster; "
+                            "Linear+ReLU/CReLU/tanh networks, with or without LayerNorm); compiled = the "
+                            "same through torch.compile (faster again; compiling takes about 20 s per "
+                            "network when a run starts and needs a C++ compiler); autograd = "
                             "torch.autograd, the reference (any network); auto = manual where it applies. "
-                            "Both give the same results to float rounding, not bit for bit",
+                            "All give the same results to float rounding, not bit for bit",
                             choices=BACKPROP_PATHS)
 
 

@@ -215,9 +215,10 @@ def main() -> None:
                 name = f"PPO{'+CBP' if cbp else ''} {backend}"
                 agents[name] = OursRound(cbp, args.threads, args.update_threads, f"{logdir}/{name}",
                                          args.num_envs, backend, parallel)
-            name = f"PPO+CBP autograd {backend}"
-            agents[name] = OursRound(True, args.threads, args.update_threads, f"{logdir}/{name}",
-                                     args.num_envs, backend, parallel, backprop="autograd")
+            for backprop in ("compiled", "autograd"):
+                name = f"PPO+CBP {backprop} {backend}"
+                agents[name] = OursRound(True, args.threads, args.update_threads, f"{logdir}/{name}",
+                                         args.num_envs, backend, parallel, backprop=backprop)
         reference = next(a for a in agents.values() if isinstance(a, OursRound)).trainer.agent
         shapes = [shape for net in (reference.policy.mean_net, reference.value.net)
                   for shape in update_shapes(linear_layers(net), reference.settings.minibatch_size)]

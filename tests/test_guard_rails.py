@@ -163,8 +163,8 @@ def test_inf_in_adams_state_stops_the_run_before_it_is_checkpointed_and_a_lower_
 
     original_update = PPO.update
 
-    def update_overflowing_adam(agent: PPO) -> dict[str, float]:
-        stats = original_update(agent)
+    def update_overflowing_adam(agent: PPO, defer_value: bool = False) -> dict[str, float]:
+        stats = original_update(agent)  # both halves at once, so that the overflow below cannot race
         if agent.global_step >= 384:  # the parameters stay finite; only the second moment overflows
             for state in agent.optimizer.state.values():
                 state["exp_avg_sq"].fill_(float("inf"))

@@ -34,9 +34,13 @@ def gradients(agent: PPO) -> list[torch.Tensor]:
     return [p.grad.clone() for p in agent._policy_params + agent._value_params]
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_one_minibatch_gives_autograds_losses_gradients_and_features(preset: str) -> None:
-    trainer = trainer_for(preset, "manual")
+# compiled: the same arithmetic through torch.compile (each agent compiles its functions, ~10-20 s)
+PATHS = [(preset, "manual") for preset in PRESETS] + [("cleanrl", "compiled")]
+
+
+@pytest.mark.parametrize(("preset", "path"), PATHS)
+def test_one_minibatch_gives_autograds_losses_gradients_and_features(preset: str, path: str) -> None:
+    trainer = trainer_for(preset, path)
     agent = trainer.agent
     agent.collect_rollout()
     obs, actions, old_logprobs, old_values, returns, advantages = minibatch(agent)
@@ -67,12 +71,12 @@ def test_one_minibatch_gives_autograds_losses_gradients_and_features(preset: str
     trainer.close()
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_whole_updates_end_with_the_same_parameters_moments_and_cbp_picks(preset: str) -> None:
+@pytest.mark.parametrize(("preset", "path"), PATHS[:2] + [("dohare", "compiled")])
+def test_whole_updates_end_with_the_same_parameters_moments_and_cbp_picks(preset: str, path: str) -> None:
     agents, stats = [], []
-    for backprop in ("autograd", "manual"):
+    for backprop in ("autograd", path):
         trainer = trainer_for(preset, backprop)
-        assert (trainer.agent.manual_backprop is None) == (backprop == "autograd")
+        assert trainer.agent.state_dict()["backprop"] == backprop
         for _ in range(3):
             trainer.agent.collect_rollout()
             stats.append(trainer.agent.update())

@@ -102,9 +102,12 @@ def test_dohare_preset_builds_the_papers_networks_and_optimizer() -> None:
             assert torch.count_nonzero(layer.bias) == 0
     assert torch.equal(agent.policy.log_std.detach(), torch.zeros(action_dim))
 
-    (group,) = agent.optimizer.param_groups  # ONE Adam over both networks and the log-std
-    assert isinstance(agent.optimizer, torch.optim.Adam)
-    assert len(group["params"]) == 13
+    # ONE Adam over both networks and the log-std, held as one per network (Adam is elementwise)
+    (group,) = agent.optimizer.state_dict()["param_groups"]
+    assert group["params"] == list(range(13))
+    assert all(isinstance(o, torch.optim.Adam) for o in agent.optimizer.by_network.values())
+    assert [len(g["params"]) for g in agent.optimizer.param_groups] == [7, 6]
+    assert all(g == {**group, "params": g["params"]} for g in agent.optimizer.param_groups)
     assert (group["lr"], group["betas"], group["eps"]) == (1e-4, (0.9, 0.999), 1e-8)
     assert group["weight_decay"] == 0.0
     s = agent.settings
@@ -114,7 +117,7 @@ def test_dohare_preset_builds_the_papers_networks_and_optimizer() -> None:
     assert agent.num_envs == 1 and agent.cbp_policy is None
 
     optimizer_steps, minibatch_rows = [], []
-    agent.optimizer.register_step_post_hook(lambda *_: optimizer_steps.append(1))
+    agent.optimizer.by_network["value"].register_step_post_hook(lambda *_: optimizer_steps.append(1))
     agent.value.net[0].register_forward_pre_hook(
         lambda _m, args: minibatch_rows.append(len(args[0])) if torch.is_grad_enabled() else None)
     trainer.iterate()
@@ -155,7 +158,7 @@ def test_cleanrl_preset_builds_cleanrls_networks() -> None:
     torch.testing.assert_close(hidden @ hidden.T, 2.0 * torch.eye(64), atol=1e-4, rtol=0)
     assert agent.policy.mean_net[4].weight.abs().max() < 0.05  # policy head gain 0.01
     assert agent.obs_normalizer is not None and agent.reward_scaler is not None
-    (group,) = agent.optimizer.param_groups
+    (group,) = agent.optimizer.state_dict()["param_groups"]
     assert (group["lr"], group["eps"]) == (3e-4, 1e-5)
     trainer.iterate()
     assert agent.learning_rate == pytest.approx(1.5e-4)  # annealed linearly over the 2 iterations
@@ -209,7 +212,7 @@ def test_parallel_network_updates_are_bit_identical_to_sequential_ones(preset: s
     overrides = (f"preset={preset}", "env.id=InvertedPendulum-v5", "ppo.rollout_steps=256",
                  "ppo.minibatch_size=64", "ppo.epochs=2", "ppo.ent_coef=0.01", "cbp.enabled=true",
                  "cbp.maturity_threshold=2", "cbp.replacement_rate=0.05", "run.total_steps=768",
-                 f"ppo.backprop={backprop}")
+                 f"ppo.backprop={backprop}", "run.overlap_value_update=false")
     value_threads: list[str] = []
 
     agents = []
@@ -287,6 +290,7 @@ def test_weight_change_is_the_norm_of_the_update() -> None:
                                "ppo.minibatch_size=64", "ppo.epochs=1", f"optimizer.lr={lr}")
         before = torch.cat([p.detach().reshape(-1) for p in trainer.agent.value.parameters()])
         stats = trainer.iterate()
+        stats.update(trainer.finish_deferred_update())  # the value half may still have been running
         after = torch.cat([p.detach().reshape(-1) for p in trainer.agent.value.parameters()])
         assert stats["value_weight_change"] == pytest.approx(float((after - before).norm()), rel=1e-5)
         assert (stats["policy_weight_change"] > 0) == moved and (stats["value_weight_change"] > 0) == moved

@@ -145,8 +145,8 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path,
     trainer = Trainer(config, tmp_path / "run")
     original_update = trainer.agent.update
 
-    def update_that_diverges() -> dict[str, float]:
-        stats = original_update()
+    def update_that_diverges(defer_value: bool = False) -> dict[str, float]:
+        stats = original_update()  # both halves now, so that the NaN below cannot race the value's
         if trainer.agent.global_step >= 768:
             with torch.no_grad():
                 trainer.agent.value.net[0].weight[0, 0] = float("nan")
@@ -165,7 +165,7 @@ def test_cli_reports_a_nan_with_exit_code_1(tmp_path: Path, capsys: pytest.Captu
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     original_update = PPO.update
 
-    def update_with_nan_loss(agent: PPO) -> dict[str, float]:
+    def update_with_nan_loss(agent: PPO, defer_value: bool = False) -> dict[str, float]:
         return {**original_update(agent), "value_loss": float("nan")}
 
     monkeypatch.setattr(PPO, "update", update_with_nan_loss)

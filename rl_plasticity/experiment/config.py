@@ -105,6 +105,11 @@ class RunConfig:
         "runs, each network's on one torch thread, instead of each network in turn on update_threads "
         "(bit-identical results); null = time both ways now and then and keep the faster (never with "
         "1 CPU)")
+    overlap_value_update: bool | None = setting(
+        None, "update the value network on a second thread while the next rollout steps the env (the "
+        "rollout needs only the policy; bit-identical results). Only where ppo.max_grad_norm is null (a "
+        "global gradient clip couples the networks' steps); iterations that checkpoint, probe or log "
+        "histograms wait for it. null = on with 2+ CPUs and 2+ update threads")
 
 
 @dataclass

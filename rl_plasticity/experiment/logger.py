@@ -91,13 +91,19 @@ class TrainingLogger:
         for name, value in physics_values(rollout.last_info).items():
             self.writer.add_scalar(tags.env_parameter(name), value, step)
 
-    def update(self, stats: dict[str, float], step: int, steps_per_second: float) -> None:
+    def update(self, stats: dict[str, float], step: int, networks: tuple[str, ...] = ("policy", "value"),
+               steps_per_second: float | None = None) -> None:
+        """The update's statistics of ``networks`` (an update whose value half finishes later is logged
+        in two calls at its step): losses, gradient norms, weight change, CBP's and the methods'."""
         add = self.writer.add_scalar
-        add(tags.STEPS_PER_SECOND, steps_per_second, step)
-        add(tags.LEARNING_RATE, stats["learning_rate"], step)
+        if steps_per_second is not None:
+            add(tags.STEPS_PER_SECOND, steps_per_second, step)
+        if "learning_rate" in stats:
+            add(tags.LEARNING_RATE, stats["learning_rate"], step)
         for name in tags.LOSSES:
-            add(tags.loss(name), stats[name], step)
-        for name in self.networks:
+            if name in stats:
+                add(tags.loss(name), stats[name], step)
+        for name in networks:
             add(tags.plasticity(name, "grad_norm"), stats[f"{name}_grad_norm"], step)
             add(tags.plasticity(name, "weight_change"), stats[f"{name}_weight_change"], step)
             cbp = self.cbps[name]
@@ -106,8 +112,9 @@ class TrainingLogger:
                 add(tags.cbp_replaced(name, k), count, step)
         for method, nets in self.agent.methods.items():
             for network, attached in nets.items():
-                for statistic, value in attached.statistics().items():
-                    add(tags.method_statistic(method, network, statistic), value, step)
+                if network in networks:
+                    for statistic, value in attached.statistics().items():
+                        add(tags.method_statistic(method, network, statistic), value, step)
 
     def probe(self, step: int, batch_size: int) -> dict[str, dict[str, float]]:
         """Plasticity metrics of both networks on the latest rollout's observations."""

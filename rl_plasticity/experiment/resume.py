@@ -25,7 +25,8 @@ from rl_plasticity.experiment.yaml_text import DuplicateKeyError, describe_yaml_
 #: (A longer ``run.total_steps`` extends a run; with ``optimizer.anneal_lr`` the learning rate then
 #: decays over the new length from where it is.)
 RESUMABLE_KEYS = ("run.total_steps", "run.checkpoint_every", "run.keep_checkpoints", "run.torch_threads",
-                  "run.update_threads", "run.parallel_networks", "log.", "env.backend")
+                  "run.update_threads", "run.parallel_networks", "run.overlap_value_update", "log.",
+                  "env.backend")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

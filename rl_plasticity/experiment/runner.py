@@ -11,6 +11,7 @@ curves continue at the checkpoint's step (later points of the interrupted attemp
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -123,6 +124,11 @@ class Trainer:
         except Exception:
             self.envs.close()
             raise
+        update_threads = run.update_threads or TORCH_DEFAULT_THREADS
+        self.overlap_value_update = run.overlap_value_update if run.overlap_value_update is not None \
+            else available_cpus() >= 2 and update_threads >= 2
+        # The step of an update whose value half still runs beside the next rollout (see `iterate`).
+        self._deferred_step: int | None = None
         self.recent_returns: deque[float] = deque(maxlen=RECENT_EPISODES)
         self.episodes_seen = 0
         self.physics: dict[str, float] = {}
@@ -175,6 +181,7 @@ class Trainer:
                 while self.agent.global_step < total and stop.requested is None:
                     self.iterate()
                     display.update(self.agent.global_step, self.status())
+                self.finish_deferred_update()
             if self.checkpoints[-1:] != [self._checkpoint_path()]:
                 self.save_checkpoint()
             status = "finished" if stop.requested is None else "stopped"
@@ -203,32 +210,60 @@ class Trainer:
                 raise
 
     def iterate(self) -> dict[str, float]:
-        """One rollout and one update, then whatever logging and checkpointing are due."""
+        """One rollout and one update, then whatever logging and checkpointing are due.
+
+        With ``run.overlap_value_update`` the value network's half of the update may still run when this
+        returns (the next rollout needs only the policy); its statistics are then checked and logged,
+        at the update's step, once the next rollout has waited for it. Iterations that checkpoint,
+        probe, log histograms, reset at a physics change or end the run update both halves at once.
+        """
         previous = self.agent.global_step
         rollout = self.agent.collect_rollout()
-        with torch_threads(self.config.run.update_threads or TORCH_DEFAULT_THREADS):
-            stats = self.agent.update()
+        self.finish_deferred_update()
         step = self.agent.global_step
-        self._check_finite(stats, step)
+        log = self.config.log
+        physics = physics_values(rollout.last_info) or self.physics
+        reset_now = bool(self.physics) and physics != self.physics and self.config.methods.reset.at_change
+        probe_due = self._due(log.probe_every, previous, step, first=True)
+        histograms_due = self._due(log.histogram_every, previous, step, first=True)
+        checkpoint_due = self._due(self.config.run.checkpoint_every, previous, step, first=False)
+        defer = self.overlap_value_update and self.agent.can_defer_value and not (
+            reset_now or checkpoint_due or step >= self.config.run.total_steps
+            or (self.logger is not None and (probe_due or histograms_due)))
+        with torch_threads(self.config.run.update_threads or TORCH_DEFAULT_THREADS):
+            stats = self.agent.update(defer_value=defer)
+        networks = ("policy",) if defer else ("policy", "value")
+        self._check_finite(stats, step, networks)
         self.recent_returns.extend(e.episodic_return for e in rollout.episodes)
         self.episodes_seen += len(rollout.episodes)
-        physics = physics_values(rollout.last_info) or self.physics
-        if self.physics and physics != self.physics and self.config.methods.reset.at_change:
+        if reset_now:
             for method in self.agent.methods.get("reset", {}).values():
                 method.reset_now()
         self.physics = physics
 
         if self.logger is not None:
-            log = self.config.log
             self.logger.rollout(rollout, step)
-            self.logger.update(stats, step, self.steps_per_second)
-            if self._due(log.probe_every, previous, step, first=True):
+            self.logger.update(stats, step, networks, self.steps_per_second)
+            if probe_due:
                 self.logger.probe(step, log.probe_batch)
-            if self._due(log.histogram_every, previous, step, first=True):
+            if histograms_due:
                 self.logger.utility_histograms(step)
-        if self._due(self.config.run.checkpoint_every, previous, step, first=False):
+        if defer:
+            self._deferred_step = step
+        if checkpoint_due:
             self.save_checkpoint()
         self._write_progress("running")
+        return stats
+
+    def finish_deferred_update(self) -> dict[str, float]:
+        """Wait for the value half of the last update if it was left running, then check and log its
+        statistics (at that update's step) and return them (``{}`` if none was pending)."""
+        stats = self.agent.finish_update()
+        step, self._deferred_step = self._deferred_step, None
+        if step is not None:
+            self._check_finite(stats, step, ("value",))
+            if self.logger is not None:
+                self.logger.update(stats, step, ("value",))
         return stats
 
     def _due(self, every: int, previous: int, step: int, first: bool) -> bool:
@@ -239,19 +274,18 @@ class Trainer:
         return step // every > previous // every or (first and previous == 0) or \
             step >= self.config.run.total_steps
 
-    def _check_finite(self, stats: dict[str, float], step: int) -> None:
+    def _check_finite(self, stats: dict[str, float], step: int, networks: tuple[str, ...]) -> None:
         bad = [f"{tags.loss(name)} = {stats[name]}" for name in LOSSES_CHECKED
-               if not math.isfinite(stats[name])]
-        for network, module in (("policy", self.agent.policy), ("value", self.agent.value)):
-            bad += [f"{network} parameter {name}" for name, parameter in module.named_parameters()
+               if name in stats and not math.isfinite(stats[name])]
+        modules = {"policy": self.agent.policy, "value": self.agent.value}
+        for network in networks:
+            bad += [f"{network} parameter {name}" for name, parameter in modules[network].named_parameters()
                     if not torch.isfinite(parameter).all()]
         # Adam's moments can overflow while the parameters stay finite; a checkpoint of them would
         # diverge again on resume.
-        if not bad and not _finite_tensors(self.agent.optimizer.state_dict()):
+        optimizers = self.agent.optimizer.by_network
+        if not bad and not all(_finite_tensors(optimizers[network].state_dict()) for network in networks):
             bad.append("optimizer state (Adam moments)")
-        if not bad and not all(torch.isfinite(p).all() for g in self.agent.optimizer.param_groups
-                               for p in g["params"]):
-            bad.append("parameter (log-std)")
         if bad:
             kept = f"the last good checkpoint is {self.checkpoints[-1]}" if self.checkpoints else \
                 "no checkpoint had been written yet"
@@ -335,6 +369,10 @@ class Trainer:
         self.physics = dict(state["physics"])
 
     def close(self) -> None:
+        # Nothing may still write to the networks once the run is closed; an error of that update was
+        # reported already, or the run is stopping for another.
+        with contextlib.suppress(Exception):
+            self.agent.finish_update()
         if self.logger is not None:
             self.logger.close()
         self.envs.close()

@@ -1,0 +1,77 @@
+"""One Adam per network (`agents.network_optimizers`) against the single Adam over both it stands for."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from agents.network_optimizers import NetworkOptimizers
+
+OPTIONS = {"lr": 1e-2, "betas": (0.99, 0.99), "eps": 1e-8, "weight_decay": 1e-3, "fused": True}
+
+
+def networks() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    return {"policy": nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3)),
+            "value": nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 1))}
+
+
+def train(nets: dict[str, nn.Module], optimizer, steps: int, seed: int = 1) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(32, 5, generator=generator)
+        optimizer.zero_grad()
+        sum(net(x).square().mean() for net in nets.values()).backward()
+        optimizer.step()
+
+
+def test_per_network_adams_step_bit_for_bit_as_one_adam_over_both() -> None:
+    single_nets, split_nets, initial = networks(), networks(), networks()
+    single = torch.optim.Adam([p for net in single_nets.values() for p in net.parameters()], **OPTIONS)
+    split = NetworkOptimizers({name: net.parameters() for name, net in split_nets.items()}, **OPTIONS)
+    train(single_nets, single, 25)
+    train(split_nets, split, 25)
+    for name in single_nets:
+        for a, b, start in zip(single_nets[name].parameters(), split_nets[name].parameters(),
+                               initial[name].parameters(), strict=True):
+            assert torch.equal(a, b)
+            assert not torch.equal(a, start)
+    saved, expected = split.state_dict(), single.state_dict()
+    assert saved["param_groups"] == expected["param_groups"]
+    assert saved["state"].keys() == expected["state"].keys()
+    for index, state in expected["state"].items():
+        for key, value in state.items():
+            assert torch.equal(saved["state"][index][key], value), (index, key)
+
+
+def test_a_single_adams_state_loads_and_continues_identically_and_back() -> None:
+    # Checkpoints from before the split hold one Adam's state; a run resumed from one continues exactly.
+    nets = networks()
+    single = torch.optim.Adam([p for net in nets.values() for p in net.parameters()], **OPTIONS)
+    train(nets, single, 10)
+    reference_nets, resumed_nets = copy.deepcopy(nets), copy.deepcopy(nets)
+    reference = torch.optim.Adam([p for net in reference_nets.values() for p in net.parameters()], **OPTIONS)
+    # copies, as a checkpoint holds them (load_state_dict keeps the very tensors it is given)
+    reference.load_state_dict(copy.deepcopy(single.state_dict()))
+    resumed = NetworkOptimizers({name: net.parameters() for name, net in resumed_nets.items()}, **OPTIONS)
+    resumed.load_state_dict(copy.deepcopy(single.state_dict()))
+    train(reference_nets, reference, 10, seed=2)
+    train(resumed_nets, resumed, 10, seed=2)
+    for name in nets:
+        for a, b in zip(reference_nets[name].parameters(), resumed_nets[name].parameters(), strict=True):
+            assert torch.equal(a, b)
+    back = torch.optim.Adam([p for net in resumed_nets.values() for p in net.parameters()], **OPTIONS)
+    back.load_state_dict(copy.deepcopy(resumed.state_dict()))
+    assert back.state_dict()["param_groups"] == reference.state_dict()["param_groups"]
+
+
+def test_a_state_of_other_networks_is_refused_with_the_fix() -> None:
+    nets = networks()
+    optimizer = NetworkOptimizers({name: net.parameters() for name, net in nets.items()}, **OPTIONS)
+    smaller = torch.optim.Adam(nets["policy"].parameters(), **OPTIONS)
+    with pytest.raises(ValueError, match="holds 4 parameters, these networks have 8; load it into an agent "
+                                         "built with the same settings"):
+        optimizer.load_state_dict(smaller.state_dict())

@@ -1,0 +1,67 @@
+"""The value network's update beside the next rollout (``run.overlap_value_update``) against lockstep."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import assert_same_state, make_trainer, read_events
+
+from rl_plasticity import tags
+
+# 6 updates of 4 minibatches; probes every 768 steps, so that some iterations must wait for the value
+# half and others may leave it running.
+OVERRIDES = ("env.id=InvertedPendulum-v5", "ppo.rollout_steps=256", "ppo.minibatch_size=64", "ppo.epochs=1",
+             "ppo.ent_coef=0.01", "cbp.enabled=true", "cbp.maturity_threshold=2", "cbp.replacement_rate=0.05",
+             "methods.redo.enabled=true", "methods.redo.every=3", "run.total_steps=1536",
+             "run.checkpoint_every=1024", "log.probe_every=768", "log.histogram_every=0",
+             "run.parallel_networks=false")
+
+
+def train(tmp_path: Path, name: str, overlap: str, *extra: str) -> tuple[dict, list[str], Path]:
+    run_dir = tmp_path / name
+    trainer = make_trainer(*OVERRIDES, f"run.overlap_value_update={overlap}", *extra, run_dir=run_dir)
+    threads: list[str] = []
+    value_module = trainer.agent.value.net
+    value_module[0].register_forward_pre_hook(
+        lambda *_: threads.append(threading.current_thread().name) if _grad_enabled() else None)
+    trainer.train(progress=False)
+    state = trainer.state_dict()
+    trainer.close()
+    return state, threads, run_dir
+
+
+def _grad_enabled() -> bool:
+    import torch
+
+    return torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize("backprop", ["manual", "autograd"])
+def test_overlapped_value_updates_are_bit_identical_and_logged_at_their_step(tmp_path: Path,
+                                                                              backprop: str) -> None:
+    path = f"ppo.backprop={backprop}"
+    lockstep, lockstep_threads, lockstep_dir = train(tmp_path, "lockstep", "false", path)
+    overlapped, threads, overlapped_dir = train(tmp_path, "overlap", "true", path)
+    assert all(name == "MainThread" for name in lockstep_threads)
+    # The updates at steps 512 and 1280 leave the value half running; 256 and 768 (probes), 1024 (a
+    # checkpoint) and 1536 (the last) do not. 4 minibatches each.
+    on_worker = [name.startswith("ppo-value-update") for name in threads]
+    assert on_worker == [False] * 4 + [True] * 4 + [False] * 8 + [True] * 4 + [False] * 4, threads
+    assert sum(overlapped["agent"]["cbp_value"]["replaced_total"]) > 0
+    assert_same_state(lockstep["agent"], overlapped["agent"], "agent")
+
+    events = [read_events(run_dir) for run_dir in (lockstep_dir, overlapped_dir)]
+    for tag in (tags.loss("value_loss"), tags.loss("policy_loss"), tags.plasticity("value", "grad_norm"),
+                tags.plasticity("value", "weight_change"), tags.cbp_replaced("value", 0),
+                tags.method_statistic("redo", "value", "reset_total")):
+        logged = [[(e.step, e.value) for e in accumulator.Scalars(tag)] for accumulator in events]
+        assert [step for step, _ in logged[1]] == [256, 512, 768, 1024, 1280, 1536], tag
+        assert logged[1] == logged[0], tag
+
+
+def test_a_global_gradient_clip_keeps_the_networks_in_lockstep(tmp_path: Path) -> None:
+    # cleanrl clips the norm of both networks' gradients together: the value's steps depend on the policy's
+    _, threads, _ = train(tmp_path, "cleanrl", "true", "preset=cleanrl")
+    assert threads and all(name == "MainThread" for name in threads)
