@@ -81,6 +81,20 @@ def manual_backprop_for(settings: Any, policy: nn.Module, value: nn.Module) -> M
                          compiled=settings.backprop == "compiled")
 
 
+def compile_unavailable() -> str | None:
+    """Why ``ppo.backprop: compiled`` cannot work here (torch.compile's CPU backend builds C++ kernels
+    and finds no working C++ compiler), or ``None``."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # another torch layout: torch.compile reports for itself
+        return None
+    try:
+        get_cpp_compiler()
+    except Exception as error:  # noqa: BLE001  (torch raises its own InvalidCxxCompiler)
+        return f"torch.compile found no working C++ compiler ({str(error).splitlines()[0]})"
+    return None
+
+
 def continue_backprop(saved_path: str, current: ManualPPOLoss | None, settings: Any, policy: nn.Module,
                       value: nn.Module) -> ManualPPOLoss | None:
     """The gradient path to continue a state computed on ``saved_path`` (``"manual"``, ``"compiled"`` or

@@ -9,10 +9,12 @@ pays the steady-state cost of replacing units at the paper's rate from the start
 TensorBoard as a real run does (probes every 20,480 steps, into a temporary directory).
 
 SB3 runs twice, on one torch thread and on torch's default number (as users run it; more threads help
-its update a little), and ``vs SB3`` compares with the faster of the two. ``PPO+CBP autograd`` is the
-reference update path (``ppo.backprop=autograd``) beside the default hand-derived one. Ours update the
-policy and the value network on two threads at once when their first minibatches time that faster
-(``run.parallel_networks: null``), or never with ``--sequential-networks``.
+its update a little), and ``vs SB3`` compares with the faster of the two. Ours update the value network
+beside the next rollout (``run.overlap_value_update``, on by default with 2 CPUs) but for ``PPO+CBP
+lockstep``, which updates both networks before the next rollout starts; there the two networks' passes
+run on two threads at once when their first minibatches time that faster (``run.parallel_networks:
+null``), or never with ``--sequential-networks``. ``PPO+CBP compiled`` runs the hand-derived update
+through torch.compile (``ppo.backprop=compiled``, opt-in), ``PPO+CBP autograd`` the reference path.
 
 The machine's limit for one rollout and update is printed beside them: the bare physics of the same
 copies (``mj_step`` with the task's frame skip, nothing else; `env_throughput.PhysicsOnly`) replaying
@@ -53,7 +55,7 @@ from rl_plasticity.hooks import linear_layers
 
 ROLLOUT = 2048
 PHASES = [("env.step", "env"), ("policy inference + bookkeeping", "inference"),
-          ("values, log-probs, GAE", "advantage"), ("update, 160 minibatches", "update"),
+          ("values, log-probs, GAE", "advantage"), ("update, 160 minibatches (**)", "update"),
           ("  of which CBP steps, 2 x 160 (*)", "cbp"), ("TensorBoard logging + probes", "logging")]
 DEFAULT_TORCH_THREADS = torch.get_num_threads()  # before any agent sets its own
 
@@ -63,7 +65,7 @@ class OursRound:
 
     def __init__(self, cbp: bool, threads: int, update_threads: int | None, logdir: str, num_envs: int = 1,
                  backend: str = "batched", parallel_networks: bool | None = None,
-                 backprop: str = "auto") -> None:
+                 backprop: str = "auto", overlap: bool | None = None) -> None:
         overrides = [f"ppo.backprop={backprop}",
                      "env.id=SlipperyAnt-v5", f"run.torch_threads={threads}", "run.total_steps=1_000_000_000",
                      "run.checkpoint_every=1_000_000_000", f"env.num_envs={num_envs}",
@@ -72,6 +74,8 @@ class OursRound:
             overrides.append(f"run.update_threads={update_threads}")
         if parallel_networks is not None:
             overrides.append(f"run.parallel_networks={str(parallel_networks).lower()}")
+        if overlap is not None:
+            overrides.append(f"run.overlap_value_update={str(overlap).lower()}")
         if cbp:
             overrides += ["cbp.enabled=true", "cbp.maturity_threshold=0", "optimizer.betas=[0.99, 0.99]",
                           "optimizer.weight_decay=1e-4"]
@@ -215,6 +219,9 @@ def main() -> None:
                 name = f"PPO{'+CBP' if cbp else ''} {backend}"
                 agents[name] = OursRound(cbp, args.threads, args.update_threads, f"{logdir}/{name}",
                                          args.num_envs, backend, parallel)
+            name = f"PPO+CBP lockstep {backend}"
+            agents[name] = OursRound(True, args.threads, args.update_threads, f"{logdir}/{name}",
+                                     args.num_envs, backend, parallel, overlap=False)
             for backprop in ("compiled", "autograd"):
                 name = f"PPO+CBP {backprop} {backend}"
                 agents[name] = OursRound(True, args.threads, args.update_threads, f"{logdir}/{name}",
@@ -288,6 +295,8 @@ def main() -> None:
     for label, key in PHASES + [("total", "seconds")]:
         print(f"{label:<34}" + "".join(f"{medians[name][key]:>25.3f}" for name in ours))
     print("(*) summed over both threads when the networks update in parallel (then partly overlapping)")
+    print("(**) with the value network's update beside the next rollout, the policy's alone: the value's "
+          "runs inside the next round's env.step")
     print("bare physics (the limit's, replaying PPO+CBP's actions) / env.step: " +
           ", ".join(f"{name} {physics / medians[name]['env']:.0%}" for name in ours))
 

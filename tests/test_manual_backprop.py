@@ -207,3 +207,14 @@ def test_a_state_continues_on_the_path_that_computed_it() -> None:
     manual = trainer_for("dohare", "auto")
     assert manual.agent.state_dict()["backprop"] == "manual"
     manual.close()
+
+
+def test_compiled_without_a_cpp_compiler_is_a_config_error_naming_the_fix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from rl_plasticity.experiment.config import ConfigError, load_config
+
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.raises(ConfigError, match="ppo.backprop = compiled, but torch.compile found no working C\\+\\+ "
+                                          "compiler .*; install one .* or use ppo.backprop: auto"):
+        load_config(None, ["ppo.backprop=compiled"])
+    load_config(None, ["ppo.backprop=manual"])  # the other paths need none

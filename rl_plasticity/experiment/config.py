@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from agents.manual_backprop import compile_unavailable
 from agents.method_settings import MethodsSettings
 from agents.settings import PRESETS, CBPSettings, OptimizerSettings, PPOSettings, setting
 from envs.schedules import CHANGE_AT_MODES, SCHEDULE_KINDS
@@ -417,6 +418,11 @@ def _check_consistency(config: Config, sources: dict[str, str]) -> None:
     problem = config.methods.conflict(ppo.activation, config.cbp.enabled)
     if problem:
         raise ConfigError(f"{sources.get('methods.crelu.enabled', 'defaults')}: {problem}")
+    problem = compile_unavailable() if ppo.backprop == "compiled" else None
+    if problem:
+        raise ConfigError(f"{sources.get('ppo.backprop', 'defaults')}: ppo.backprop = compiled, but "
+                          f"{problem}; install one (e.g. apt install g++) or point CXX at one, or use "
+                          f"ppo.backprop: auto")
 
 
 def _nearest_divisor(batch: int, wanted: int) -> int:
