@@ -211,10 +211,12 @@ def test_a_state_continues_on_the_path_that_computed_it() -> None:
 
 def test_compiled_without_a_cpp_compiler_is_a_config_error_naming_the_fix(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._inductor import config as inductor_config  # reads CXX once, when first imported
+
     from rl_plasticity.experiment.config import ConfigError, load_config
 
-    monkeypatch.setenv("CXX", "/nonexistent/c++")
-    with pytest.raises(ConfigError, match="ppo.backprop = compiled, but torch.compile found no working C\\+\\+ "
-                                          "compiler .*; install one .* or use ppo.backprop: auto"):
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/c++"))
+    with pytest.raises(ConfigError, match="ppo.backprop = compiled, but torch.compile found no working "
+                                          "C\\+\\+ compiler .*; install one .* or use ppo.backprop: auto"):
         load_config(None, ["ppo.backprop=compiled"])
     load_config(None, ["ppo.backprop=manual"])  # the other paths need none
