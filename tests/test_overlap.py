@@ -65,3 +65,34 @@ def test_a_global_gradient_clip_keeps_the_networks_in_lockstep(tmp_path: Path) -
     # cleanrl clips the norm of both networks' gradients together: the value's steps depend on the policy's
     _, threads, _ = train(tmp_path, "cleanrl", "true", "preset=cleanrl")
     assert threads and all(name == "MainThread" for name in threads)
+
+
+def test_a_value_update_that_diverges_beside_the_rollout_stops_the_run_at_its_own_step(
+        tmp_path: Path) -> None:
+    import torch
+
+    from agents import PPO
+    from rl_plasticity.experiment.checkpoint import list_checkpoints
+    from rl_plasticity.experiment.progress import read_progress
+    from rl_plasticity.experiment.runner import TrainingDiverged
+
+    trainer = make_trainer(*OVERRIDES, "run.overlap_value_update=true", "run.checkpoint_every=1024",
+                           run_dir=tmp_path / "run")
+    agent = trainer.agent
+    original = PPO._network_step
+
+    def value_step_that_diverges(self: PPO, network: str, *columns: torch.Tensor) -> torch.Tensor:
+        result = original(self, network, *columns)
+        if network == "value" and self.global_step == 1280:  # a deferred update (see the test above)
+            with torch.no_grad():
+                self.value.net[0].weight[0, 0] = float("nan")
+        return result
+
+    agent._network_step = value_step_that_diverges.__get__(agent)  # type: ignore[method-assign]
+    with pytest.raises(TrainingDiverged, match=r"step 1,280: non-finite losses/value_loss = nan, value "
+                                               r"parameter net\.0\.weight.*step_1024\.pt") as raised:
+        trainer.train(progress=False)
+    assert raised.value.step == 1280 and agent.global_step == 1536  # noticed after the next rollout
+    trainer.close()
+    assert [step for step, _ in list_checkpoints(tmp_path / "run")] == [1024]
+    assert read_progress(tmp_path / "run")["diverged_at"] == 1280

@@ -60,6 +60,12 @@ TORCH_DEFAULT_THREADS = torch.get_num_threads()
 class TrainingDiverged(RuntimeError):
     """A loss or parameter became NaN or infinite; the run stopped without checkpointing that state."""
 
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        #: the step of the update that diverged (a value update finished beside the next rollout is
+        #: checked one rollout later)
+        self.step = step
+
 
 @dataclass
 class TrainingSummary:
@@ -189,8 +195,8 @@ class Trainer:
         except KeyboardInterrupt:
             status = "stopped"
             raise
-        except TrainingDiverged:
-            self._diverged_at = self.agent.global_step
+        except TrainingDiverged as error:
+            self._diverged_at = error.step
             raise
         finally:
             display.close()
@@ -294,7 +300,7 @@ class Trainer:
                 f"{' ...' if len(bad) > 4 else ''}; the run stopped and {kept}. Run the same command with "
                 f"a lower optimizer.lr or a ppo.max_grad_norm (e.g. --set ppo.max_grad_norm=0.5) to resume "
                 f"from it (the change is recorded in config_changes.jsonl), or check the env's "
-                f"observations and rewards")
+                f"observations and rewards", step)
 
     # ------------------------------------------------------------------ status
     @property
