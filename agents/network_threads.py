@@ -9,6 +9,11 @@ turns at the GIL for them measured slower.) Which pays depends on the machine, t
 networks' size: on this project's 2-core machine, the paper's 2x256 networks updated 0.70 s per rollout
 on two threads against 0.65 s in turn on two torch threads (0.80 s in turn on one). The results are the
 same bit for bit either way, so :class:`NetworkThreads` can also decide by timing.
+
+Apart from that, `NetworkThreads.defer` runs the value network's whole update (its minibatch steps,
+optimizer and CBP included) on a worker thread while the next rollout steps the env: the rollout needs
+only the policy, so the value network's update leaves the critical path (`agents.ppo.PPO.update`,
+``run.overlap_value_update``).
 """
 
 from __future__ import annotations
@@ -91,11 +96,15 @@ class NetworkThreads:
         return value_result, policy_result
 
     def defer(self, work: Callable[[], Any]) -> None:
-        """Start ``work`` (a whole network's update) on a worker thread of its own, on one torch thread,
-        while the caller goes on (with the next rollout); `wait` and `finish` join it."""
+        """Start ``work`` (a whole network's update) on a worker thread of its own while the caller goes
+        on (with the next rollout); `wait` and `finish` join it. Both go on with ONE torch thread: the
+        work runs beside the rollout on the other core, and torch's thread count is process-wide (a
+        worker setting it sets the caller's too), so it is set here, before either starts; the caller
+        sets its own count again for its next update (as the trainer does)."""
         self.finish()
         if self._deferred_worker is None:
             self._deferred_worker = ThreadPoolExecutor(1, thread_name_prefix="ppo-value-update")
+        torch.set_num_threads(1)
         self._deferred = self._deferred_worker.submit(_on_one_torch_thread, work)
 
     def wait(self) -> None:
@@ -120,7 +129,6 @@ class NetworkThreads:
 
 
 def _on_one_torch_thread(work: Callable[[], Any]) -> Any:
-    # The deferred work runs beside the rollout (one core) on the other core: more torch threads would
-    # oversubscribe. OpenMP's count is per thread, so the caller's stays as it is.
+    # Again on this thread: where OpenMP keeps a count per thread, the worker's own must be one too.
     torch.set_num_threads(1)
     return work()

@@ -244,6 +244,7 @@ class PPO:
         the value network's run on a worker thread, where the next rollout (which needs only the policy)
         does not wait for them, and its statistics come from `finish_update`. Every method that reads the
         value network calls that first, and the results are bit-identical to the steps in lockstep.
+        Torch is then left on one thread (see `agents.network_threads.NetworkThreads.defer`).
         """
         self.finish_update()
         s, buffer = self.settings, self.buffer
