@@ -57,11 +57,14 @@ OVERHEAD = {  # each acting at its published period; CBP at the paper's settings
 }
 
 
-def overhead(rounds: int, threads: int) -> None:
+def overhead(rounds: int, threads: int, names: list[str] | None = None, common: list[str] | None = None,
+             ) -> None:
     torch.set_num_threads(threads)
+    names = ["ppo", *(name for name in names or OVERHEAD if name != "ppo")]
     with tempfile.TemporaryDirectory() as logdir:
-        trainers = {name: Trainer(load_config(None, PAPER_SCALE + extra), Path(logdir) / name)
-                    for name, extra in OVERHEAD.items()}
+        trainers = {name: Trainer(load_config(None, PAPER_SCALE + (common or []) + OVERHEAD[name]),
+                                  Path(logdir) / name)
+                    for name in names}
         for trainer in trainers.values():
             trainer.iterate()  # warm-up: first allocations, first Adam state
         # Wall time and the process's CPU time: on a shared VM, other processes stretch the first but
@@ -80,7 +83,7 @@ def overhead(rounds: int, threads: int) -> None:
         for trainer in trainers.values():
             trainer.close()
     print(f"{rounds} interleaved rounds of one iteration each ({steps} env steps + {updates} minibatch "
-          f"updates), {threads} torch thread(s):")
+          f"updates), {threads} torch thread(s){', every agent with ' + ' '.join(common) if common else ''}:")
     print("| agent | CPU s per iteration | cost vs plain PPO, CPU time (median of rounds; range) | "
           "wall s per iteration | steps/s (wall) | cost vs plain PPO, wall time |")
     print("|---|---|---|---|---|---|")
@@ -155,12 +158,14 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true",
                         help="with --ranking: tabulate the finished runs under --logdir, train nothing")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --ranking: a config override for every run (repeatable)")
+                        help="a config override for every run or timed agent (repeatable)")
+    parser.add_argument("--overhead-agents", nargs="+", choices=list(OVERHEAD),
+                        help="with --overhead: time only these against plain PPO (default: all)")
     args = parser.parse_args()
     if not (args.overhead or args.ranking):
         parser.error("pass --overhead, --ranking or both")
     if args.overhead:
-        overhead(args.rounds, args.threads)
+        overhead(args.rounds, args.threads, args.overhead_agents, args.extra)
     if args.ranking:
         ranking(args.agents, args.seeds, args.workers, args.logdir, args.out, train=not args.table_only,
                 extra=args.extra)
