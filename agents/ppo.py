@@ -259,39 +259,41 @@ class PPO:
 
         minibatches = self.batch_size // s.minibatch_size
         before = {name: _flat(params) for name, params in self._network_params.items()}
-        # One row per sample, so that each minibatch is one gather instead of six.
-        columns = (obs, actions, old_logprobs[:, None], old_values[:, None], returns[:, None],
-                   advantages[:, None])
-        table, widths = torch.cat(columns, 1), [c.shape[1] for c in columns]
+        # Every minibatch of every epoch in one gather: minibatch i's columns are then views [i], where a
+        # gather and six copies per minibatch cost each network's steps more than the gather's memory.
+        orders = [torch.randperm(self.batch_size, generator=self.generator) for _ in range(s.epochs)]
+        steps = s.epochs * minibatches
+        rows = torch.cat((obs, actions, old_logprobs[:, None], old_values[:, None], returns[:, None],
+                          advantages[:, None]), 1)[torch.cat(orders)]
+        columns = rows.split((obs.shape[1], actions.shape[1], 1, 1, 1, 1), 1)
+        batches = [column.contiguous().view(steps, s.minibatch_size, -1) for column in columns]
+        batches[2:] = [column.squeeze(-1) for column in batches[2:]]
 
-        def minibatch_columns(rows: Tensor) -> list[Tensor]:
-            mb_obs, mb_actions, *scalars = (c.contiguous() for c in rows.split(widths, 1))
-            return [mb_obs, mb_actions, *(column.squeeze(1) for column in scalars)]
+        def minibatch_columns(index: int) -> list[Tensor]:
+            return [column[index] for column in batches]
 
         if self.manual_backprop is not None:
             self.manual_backprop.check()
-            self.manual_backprop.warm_up(*minibatch_columns(table[:s.minibatch_size]))
-        indices = [order[m * s.minibatch_size:(m + 1) * s.minibatch_size] for order in
-                   (torch.randperm(self.batch_size, generator=self.generator) for _ in range(s.epochs))
-                   for m in range(minibatches)]
+            self.manual_backprop.warm_up(*minibatch_columns(0))
+        indices = range(steps)
         records = torch.zeros((len(indices), len(UPDATE_STATS)))
         self.updates_done += 1
         stats = {"explained_variance": _explained_variance(old_values, returns), "learning_rate": lr}
         if defer_value and self.can_defer_value:
-            for row, index in enumerate(indices):
-                records[row, POLICY_STATS] = self._network_step("policy", *minibatch_columns(table[index]))
+            for row in indices:
+                records[row, POLICY_STATS] = self._network_step("policy", *minibatch_columns(row))
             stats.update(self._update_statistics(records, before, "policy"))
 
             def value_half() -> dict[str, float]:
-                for row, index in enumerate(indices):
-                    records[row, VALUE_STATS] = self._network_step("value", *minibatch_columns(table[index]))
+                for row in indices:
+                    records[row, VALUE_STATS] = self._network_step("value", *minibatch_columns(row))
                 return self._update_statistics(records, before, "value")
 
             self.network_threads.defer(value_half)
             return stats
-        for row, index in enumerate(indices):
+        for row in indices:
             with self.network_threads.minibatch():
-                records[row] = self._minibatch_step(*minibatch_columns(table[index]))
+                records[row] = self._minibatch_step(*minibatch_columns(row))
         self.network_threads.restore_threads()
         stats.update(self._update_statistics(records, before, "policy", "value"))
         return stats
