@@ -99,8 +99,8 @@ class PPO:
         # One Adam over everything, as in the paper, held as one per network so that each network can
         # step on its own thread (bit-identical); the fused CPU kernel is the fastest of torch's three.
         self.optimizer = NetworkOptimizers(
-            {"policy": self._policy_params, "value": self._value_params}, lr=optimizer.lr,
-            betas=tuple(optimizer.betas), eps=optimizer.eps, weight_decay=optimizer.weight_decay, fused=True,
+            self._network_params, lr=optimizer.lr, betas=tuple(optimizer.betas), eps=optimizer.eps,
+            weight_decay=optimizer.weight_decay, fused=True,
         )
         optimizers = self.optimizer.by_network
         self.cbp_policy: ContinualBackprop | None = None
@@ -275,23 +275,22 @@ class PPO:
         if self.manual_backprop is not None:
             self.manual_backprop.check()
             self.manual_backprop.warm_up(*minibatch_columns(0))
-        indices = range(steps)
-        records = torch.zeros((len(indices), len(UPDATE_STATS)))
+        records = torch.zeros((steps, len(UPDATE_STATS)))
         self.updates_done += 1
         stats = {"explained_variance": _explained_variance(old_values, returns), "learning_rate": lr}
         if defer_value and self.can_defer_value:
-            for row in indices:
+            for row in range(steps):
                 records[row, POLICY_STATS] = self._network_step("policy", *minibatch_columns(row))
             stats.update(self._update_statistics(records, before, "policy"))
 
             def value_half() -> dict[str, float]:
-                for row in indices:
+                for row in range(steps):
                     records[row, VALUE_STATS] = self._network_step("value", *minibatch_columns(row))
                 return self._update_statistics(records, before, "value")
 
             self.network_threads.defer(value_half)
             return stats
-        for row in indices:
+        for row in range(steps):
             with self.network_threads.minibatch():
                 records[row] = self._minibatch_step(*minibatch_columns(row))
         self.network_threads.restore_threads()
@@ -323,16 +322,16 @@ class PPO:
                       old_values: Tensor, returns: Tensor, advantages: Tensor) -> Tensor:
         """One network's share of `_minibatch_step` when nothing couples the two: its loss, its
         gradient norm (the same arithmetic) and its optimizer step."""
-        manual, optimizer = self.manual_backprop, self.optimizer.by_network[network]
+        manual = self.manual_backprop
         if manual is None:
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.by_network[network].zero_grad(set_to_none=True)
         if network == "policy":
             backward = manual.policy_backward if manual else self._policy_backward
             results = list(backward(obs, actions, old_logprobs, advantages))
         else:
             results = [(manual.value_backward if manual else self._value_backward)(obs, old_values, returns)]
         norms = torch.stack(torch._foreach_norm([p.grad for p in self._network_params[network]]))
-        optimizer.step()
+        self.optimizer.step_network(network)
         return torch.stack([*results, torch.linalg.vector_norm(norms)])
 
     def _minibatch_step(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, old_values: Tensor,

@@ -75,3 +75,53 @@ def test_a_state_of_other_networks_is_refused_with_the_fix() -> None:
     with pytest.raises(ValueError, match="holds 4 parameters, these networks have 8; load it into an agent "
                                          "built with the same settings"):
         optimizer.load_state_dict(smaller.state_dict())
+
+
+def test_the_direct_kernel_step_is_adams_step_with_its_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # After the first step (which builds the state through Adam.step) each step calls the fused kernel
+    # itself: same parameters and moments bit for bit, hooks in torch's order, a learning-rate change seen.
+    reference_nets, direct_nets = networks(), networks()
+    reference = {name: torch.optim.Adam(net.parameters(), **OPTIONS) for name, net in reference_nets.items()}
+    direct = NetworkOptimizers({name: net.parameters() for name, net in direct_nets.items()}, **OPTIONS)
+    calls: dict[str, list[str]] = {"reference": [], "direct": []}
+    for label, optimizers in (("reference", reference), ("direct", direct.by_network)):
+        for name, optimizer in optimizers.items():
+            params = list(optimizer.param_groups[0]["params"])
+
+            def pull_to_zero(_optimizer, _args, _kwargs, params=params, log=calls[label], name=name) -> None:
+                log.append(f"pre {name}")
+                for p in params:  # as L2-Init's hook: adds to the final gradient in place
+                    p.grad.add_(p.detach(), alpha=0.1)
+
+            optimizer.register_step_pre_hook(pull_to_zero)
+            optimizer.register_step_post_hook(
+                lambda *_, log=calls[label], name=name: log.append(f"post {name}"))
+    adam_steps = []
+    original = torch.optim.Adam.step
+
+    def counted_step(self: torch.optim.Adam, *args: object, **kwargs: object) -> object:
+        adam_steps.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counted_step)
+    generator = torch.Generator().manual_seed(5)
+    for step in range(12):
+        x = torch.randn(16, 5, generator=generator)
+        if step == 6:
+            for group in (*direct.param_groups, *(g for o in reference.values() for g in o.param_groups)):
+                group["lr"] = 3e-3
+        for nets, optimizer in ((reference_nets, None), (direct_nets, direct)):
+            for name, net in nets.items():
+                net.zero_grad()
+                net(x).square().mean().backward()
+                if optimizer is None:
+                    reference[name].step()
+            if optimizer is not None:
+                optimizer.step()
+    assert len(adam_steps) == 12 * 2 + 2  # the reference's, and the direct optimizer's first steps only
+    assert calls["direct"] == calls["reference"] and len(calls["direct"]) == 12 * 4
+    for name in reference_nets:
+        for a, b in zip(reference_nets[name].parameters(), direct_nets[name].parameters(), strict=True):
+            assert torch.equal(a, b)
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                assert torch.equal(reference[name].state[a][key], direct.by_network[name].state[b][key])

@@ -130,9 +130,9 @@ class Trainer:
         except Exception:
             self.envs.close()
             raise
-        update_threads = run.update_threads or TORCH_DEFAULT_THREADS
+        self._update_threads = run.update_threads or TORCH_DEFAULT_THREADS
         self.overlap_value_update = run.overlap_value_update if run.overlap_value_update is not None \
-            else available_cpus() >= 2 and update_threads >= 2
+            else available_cpus() >= 2 and self._update_threads >= 2
         # The step of an update whose value half still runs beside the next rollout (see `iterate`).
         self._deferred_step: int | None = None
         self.recent_returns: deque[float] = deque(maxlen=RECENT_EPISODES)
@@ -236,7 +236,7 @@ class Trainer:
         defer = self.overlap_value_update and self.agent.can_defer_value and not (
             reset_now or checkpoint_due or step >= self.config.run.total_steps
             or (self.logger is not None and (probe_due or histograms_due)))
-        with torch_threads(self.config.run.update_threads or TORCH_DEFAULT_THREADS):
+        with torch_threads(self._update_threads):
             stats = self.agent.update(defer_value=defer)
         networks = ("policy",) if defer else ("policy", "value")
         self._check_finite(stats, step, networks)
