@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import assert_same_state, make_trainer, read_events
 
 from rl_plasticity import tags
@@ -25,17 +26,11 @@ def train(tmp_path: Path, name: str, overlap: str, *extra: str) -> tuple[dict, l
     threads: list[str] = []
     value_module = trainer.agent.value.net
     value_module[0].register_forward_pre_hook(
-        lambda *_: threads.append(threading.current_thread().name) if _grad_enabled() else None)
+        lambda *_: threads.append(threading.current_thread().name) if torch.is_grad_enabled() else None)
     trainer.train(progress=False)
     state = trainer.state_dict()
     trainer.close()
     return state, threads, run_dir
-
-
-def _grad_enabled() -> bool:
-    import torch
-
-    return torch.is_grad_enabled()
 
 
 @pytest.mark.parametrize("backprop", ["manual", "autograd"])
@@ -69,8 +64,6 @@ def test_a_global_gradient_clip_keeps_the_networks_in_lockstep(tmp_path: Path) -
 
 def test_a_value_update_that_diverges_beside_the_rollout_stops_the_run_at_its_own_step(
         tmp_path: Path) -> None:
-    import torch
-
     from agents import PPO
     from rl_plasticity.experiment.checkpoint import list_checkpoints
     from rl_plasticity.experiment.progress import read_progress
