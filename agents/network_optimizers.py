@@ -32,6 +32,10 @@ class NetworkOptimizers:
         #: the optimizer of each network, in order
         self.by_network: dict[str, torch.optim.Adam] = {
             name: torch.optim.Adam(list(params), **options) for name, params in networks.items()}
+        # The kernel call in `step_network` is CPU Adam on real tensors; the parameters stay where they are.
+        self._cpu_real = {name: all(p.device.type == "cpu" and not p.is_complex()
+                                    for p in optimizer.param_groups[0]["params"])
+                          for name, optimizer in self.by_network.items()}
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -63,10 +67,12 @@ class NetworkOptimizers:
         """
         optimizer = self.by_network[name]
         params = optimizer.param_groups[0]["params"]
-        if not _plain_fused(optimizer) or any(p.grad is None or not optimizer.state.get(p) for p in params):
+        if not (self._cpu_real[name] and _plain_fused(optimizer)) or \
+                any(p.grad is None or not optimizer.state.get(p) for p in params):
             optimizer.step()
             return
-        for hook in (*_global_pre_hooks().values(), *optimizer._optimizer_step_pre_hooks.values()):
+        for hook in (*optimizer_module._global_optimizer_pre_hooks.values(),
+                     *optimizer._optimizer_step_pre_hooks.values()):
             if hook(optimizer, (), {}) is not None:
                 raise RuntimeError("an optimizer pre-hook returned new step() arguments; step() takes none")
         group = optimizer.param_groups[0]
@@ -81,7 +87,8 @@ class NetworkOptimizers:
                                [state["exp_avg_sq"] for state in states], [], steps, amsgrad=False,
                                lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
                                eps=group["eps"], maximize=False)
-        for hook in (*optimizer._optimizer_step_post_hooks.values(), *_global_post_hooks().values()):
+        for hook in (*optimizer._optimizer_step_post_hooks.values(),
+                     *optimizer_module._global_optimizer_post_hooks.values()):
             hook(optimizer, (), {})
 
     def state_dict(self) -> dict[str, Any]:
@@ -128,20 +135,12 @@ _KERNEL_OPTIONS = {"amsgrad": False, "maximize": False, "capturable": False, "di
 
 
 def _plain_fused(optimizer: torch.optim.Optimizer) -> bool:
-    if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
+    """Whether the options (which a user may change between steps) are those the kernel call passes."""
+    if len(optimizer.param_groups) != 1:
         return False
     (group,) = optimizer.param_groups
     return all(group.get(key) == value for key, value in _KERNEL_OPTIONS.items()) and \
-        isinstance(group["lr"], float) and all(p.device.type == "cpu" and not p.is_complex()
-                                                for p in group["params"])
-
-
-def _global_pre_hooks() -> dict:
-    return optimizer_module._global_optimizer_pre_hooks
-
-
-def _global_post_hooks() -> dict:
-    return optimizer_module._global_optimizer_post_hooks
+        isinstance(group["lr"], float)
 
 
 __all__ = ["NetworkOptimizers"]
