@@ -40,6 +40,45 @@ def test_gae_matches_the_textbook_formula_without_episode_ends() -> None:
     np.testing.assert_allclose(returns, advantages + values, rtol=1e-5)
 
 
+
+def stepwise_gae(rewards: np.ndarray, values: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+                 final_values: np.ndarray, last_values: np.ndarray, gamma: float,
+                 lam: float, bootstrap: bool) -> np.ndarray:
+    """The recursion one step at a time on numpy rows (compute_gae's form before it ran on scalars)."""
+    rewards = rewards.astype(np.float64)
+    if bootstrap:
+        rewards = rewards + gamma * np.where(truncated & ~terminated, final_values, 0.0)
+    continues = 1.0 - (terminated | truncated)
+    advantages = np.zeros(rewards.shape)
+    running, next_values = np.zeros(rewards.shape[1]), np.asarray(last_values, dtype=np.float64)
+    for t in range(len(rewards) - 1, -1, -1):
+        delta = rewards[t] + gamma * next_values * continues[t] - values[t]
+        running = delta + gamma * lam * continues[t] * running
+        advantages[t] = running
+        next_values = values[t]
+    return advantages.astype(np.float32)
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_gae_on_scalars_equals_the_stepwise_recursion_bit_for_bit(num_envs: int) -> None:
+    """float32 values as the buffer holds them (gamma * V is then a float32 product), float32 and
+    float64 rewards, terminations, truncations with and without bootstrapping."""
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        steps = int(rng.integers(1, 200))
+        shape = (steps, num_envs)
+        rewards = rng.normal(size=shape).astype(np.float32 if trial % 2 else np.float64)
+        values, final_values = (rng.normal(size=shape).astype(np.float32) for _ in range(2))
+        terminated, truncated = rng.random(shape) < 0.05, rng.random(shape) < 0.05
+        last_values = rng.normal(size=num_envs).astype(np.float32)
+        gamma, lam, bootstrap = float(rng.uniform(0.9, 1.0)), float(rng.uniform(0.8, 1.0)), trial % 3 > 0
+        advantages, returns = compute_gae(rewards, values, terminated, truncated, final_values, last_values,
+                                          gamma, lam, bootstrap)
+        expected = stepwise_gae(rewards, values, terminated, truncated, final_values, last_values, gamma,
+                                lam, bootstrap)
+        assert np.array_equal(advantages, expected), trial
+        assert returns.dtype == np.float32
+
 def test_truncation_bootstrapping_changes_only_the_episode_that_hit_the_time_limit() -> None:
     gamma, lam = 0.99, 0.95
     steps = 6
