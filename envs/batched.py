@@ -204,6 +204,8 @@ class BatchedMujocoEnv(gym.vector.VectorEnv):
     def step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self.num_envs == 1 and not self._needs_reset[0]:
+            return self._step_one_copy(actions)
         self._actions = self._action_batch(actions)
         resetting = None
         if np.logical_or.reduce(self._needs_reset):  # a ufunc, not ndarray.any's Python wrapper
@@ -246,6 +248,36 @@ class BatchedMujocoEnv(gym.vector.VectorEnv):
             for index in resetting:
                 infos = self._add_info(infos, self._reset_copy(index, None, None), index)
         elif self.autoreset_mode == AutoresetMode.SAME_STEP and np.logical_or.reduce(ended):
+            infos = self._same_step_autoreset(step_info, ended)
+        else:
+            infos = self._masked_info(step_info, None)
+        self._needs_reset = ended
+        return self._observation_batch(), rewards, terminated, truncated, infos
+
+    def _step_one_copy(
+        self, actions: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        # `step` for one copy that needs no reset first (the paper's setting), on scalars where `step`
+        # takes numpy calls over the copies: each costs about a microsecond, and their sum was a tenth
+        # of a step beside the physics. The same values, dtypes and infos as `step`.
+        self._actions = self._action_batch(actions)
+        drift = self._drifts[0]
+        if drift is not None and drift.schedule.change_due_before_step():
+            drift.physical_parameter.apply(drift.schedule.advance())
+        self._step_copy(0)
+        elapsed = int(self._elapsed[0]) + 1
+        self._elapsed[0] = elapsed
+        rewards, terminated, step_info = self._task.step_results(
+            self._actions, self._buffers, self._observations, self._diagnostics
+        )
+        if drift is not None:
+            drift.schedule.count_step()
+            step_info[self._drift_key] = np.array([drift.schedule.value])
+            step_info["schedule_changes"] = np.array([drift.schedule.change_count])
+        limit = self.max_episode_steps
+        truncated = np.array([limit is not None and elapsed >= limit])
+        ended = terminated | truncated
+        if ended[0] and self.autoreset_mode == AutoresetMode.SAME_STEP:
             infos = self._same_step_autoreset(step_info, ended)
         else:
             infos = self._masked_info(step_info, None)

@@ -175,12 +175,12 @@ class AntTask(LocomotionTask):
         low, high = self.contact_force_range
         clipped = buffers.contact_forces  # ufuncs, not np.clip's Python wrapper
         contact_forces = np.minimum(np.maximum(clipped, low, out=clipped), high, out=clipped)[0]
-        width = len(qpos) - self.skipped_qpos
+        # qpos and qvel are one row of ``state``: the observed positions and the velocities in one copy
+        observed = len(state) - self.skipped_qpos
         row = observations[0]
-        row[:width] = qpos[self.skipped_qpos:]
-        row[width:width + len(buffers.qvel[0])] = buffers.qvel[0]
+        row[:observed] = state[self.skipped_qpos:]
         if self.include_contact_forces:
-            row[width + len(buffers.qvel[0]):] = contact_forces[1:].reshape(-1)
+            row[observed:] = contact_forces[1:].reshape(-1)
         forward_reward = (buffers.position_after[0, 0] - buffers.position_before[0, 0]) / self.dt \
             * self.forward_weight
         min_z, max_z = self.healthy_z_range

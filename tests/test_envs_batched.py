@@ -441,3 +441,22 @@ def test_one_ant_copy_ends_an_unhealthy_episode_as_the_general_path_does() -> No
     np.testing.assert_array_equal(outcomes[1][4]["final_obs"][0], outcomes[0][4]["final_obs"][0])
     full.close()
     lean.close()
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_one_copy_steps_on_scalars_and_resets_through_the_general_path(mode: AutoresetMode,
+                                                                       monkeypatch) -> None:
+    """Which path each step of one copy takes (the Gymnasium comparisons above check what both give):
+    the scalar one unless the last step ended the episode."""
+    vec = BatchedMujocoEnv("SlipperyAnt-v5", 1, autoreset_mode=mode, **SLIPPERY)
+    scalar_steps = []
+    scalar_step = vec._step_one_copy
+    monkeypatch.setattr(vec, "_step_one_copy", lambda actions: scalar_steps.append(1) or scalar_step(actions))
+    vec.reset(seed=0)
+    pending = []
+    for actions in random_actions(vec, 90):
+        pending.append(bool(vec._needs_reset[0]))
+        vec.step(actions)
+    vec.close()
+    assert any(pending), "the 40-step time limit ended no episode"
+    assert len(scalar_steps) == pending.count(False) > 80
