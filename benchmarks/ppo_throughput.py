@@ -8,13 +8,17 @@ MuJoCo on threads in one process; gymnasium: gym.make_vec sync). PPO+CBP runs wi
 pays the steady-state cost of replacing units at the paper's rate from the start. Our runs log to
 TensorBoard as a real run does (probes every 20,480 steps, into a temporary directory).
 
-SB3 runs twice, on one torch thread and on torch's default number (as users run it; more threads help
-its update a little), and ``vs SB3`` compares with the faster of the two. Ours update the value network
+SB3 runs twice, on one torch thread and on torch's default number (as users run it; more threads help its
+update a little), and ``vs SB3`` compares with the faster of the two. Ours update the value network
 beside the next rollout (``run.overlap_value_update``, on by default with 2 CPUs) but for ``PPO+CBP
 lockstep``, which updates both networks before the next rollout starts; there the two networks' passes
 run on two threads at once when their first minibatches time that faster (``run.parallel_networks:
-null``), or never with ``--sequential-networks``. ``PPO+CBP compiled`` runs the hand-derived update
-through torch.compile (``ppo.backprop=compiled``, opt-in), ``PPO+CBP autograd`` the reference path.
+null``), or never with ``--sequential-networks``. A value update left for the next rollout starts when
+that agent's next round does, so it runs beside the agent's own rollout, as in a real run, and never
+beside another agent's round (in the README's rows before 2026-12-05's last it did: plain PPO and the
+compiled agent then had no value update beside their rollouts, and lockstep had PPO+CBP's). ``PPO+CBP
+compiled`` runs the hand-derived update through torch.compile (``ppo.backprop=compiled``, opt-in),
+``PPO+CBP autograd`` the reference path.
 
 The machine's limit for one rollout and update is printed beside them: the bare physics of the same
 copies (``mj_step`` with the task's frame skip, nothing else; `env_throughput.PhysicsOnly`) replaying
@@ -22,6 +26,11 @@ the PPO+CBP agent's latest actions and episode ends, plus the
 update's matrix-product FLOPs (both networks, every minibatch: the forward products, the weight
 gradients and the input gradients but the observations') at the rate this machine multiplies those same
 shapes, on one thread and on all CPUs. Both are timed in the same rounds as the agents.
+
+The physics cost of a step depends on the trajectory (contacts), and the agents' trajectories differ
+(compiled and autograd agree with the default to float rounding, which a run amplifies): so each of our
+agents' ``mj_step`` calls are also timed inside its own env.step, and the share of env.step they take is
+printed too (the timing wrapper adds well under a microsecond to a ~200 us step).
 
 The agents take turns, one rollout+update each per round, so load from other processes hits all of them
 alike; each agent's median over the rounds is reported, and the time breakdown of our agents' median
@@ -37,10 +46,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import torch
 from env_throughput import PhysicsOnly
@@ -86,29 +98,49 @@ class OursRound:
                 engine.step = _timed(engine.step, self.cbp_seconds)
         self.threads = threads
         self.profiler = Profiler(self.trainer)
+        # A value update left to run beside the next rollout is held until this agent's next round
+        # starts: started at once, it would run beside the other agents' rounds instead (slowing
+        # them, and sparing this agent's own rollout what a real run's rollout shares its time with).
+        threads_of_agent = self.trainer.agent.network_threads
+        self._start_deferred = threads_of_agent.defer
+        self._held: list[Callable[[], Any]] = []
+        threads_of_agent.defer = self._held.append
         self.trainer.iterate()  # warm-up: first allocations, first Adam state
 
     def __call__(self) -> dict[str, float]:
         torch.set_num_threads(self.threads)
+        if self._held:
+            self._start_deferred(self._held.pop())
+            torch.set_num_threads(self.threads)
         phases_of = ("env", "inference", "advantage", "update", "logging")
         before = {**{k: self.profiler.seconds[k] for k in phases_of}, "cbp": self.cbp_seconds[0]}
+        physics = [0.0]
+        bare_step = mujoco.mj_step
+        mujoco.mj_step = _timed(bare_step, physics)  # the envs look it up at every step
         started = time.perf_counter()
-        self.trainer.iterate()
+        try:
+            self.trainer.iterate()
+        finally:
+            mujoco.mj_step = bare_step
         seconds = time.perf_counter() - started
         after = {**{k: self.profiler.seconds[k] for k in phases_of}, "cbp": self.cbp_seconds[0]}
         phases = {key: after[key] - before[key] for key in after}
-        return {"seconds": seconds, **phases}
+        return {"seconds": seconds, **phases, "mj_step": physics[0]}
 
     def replaced(self) -> int:
         agent = self.trainer.agent
         return sum(sum(e.replaced_total) for e in (agent.cbp_policy, agent.cbp_value) if e is not None)
 
 
-def _timed(step: Callable[[], None], total: list[float]) -> Callable[[], None]:
-    def timed_step() -> None:
+def _timed(step: Callable[..., None], total: list[float]) -> Callable[..., None]:
+    lock = threading.Lock()  # the batched env steps several copies on threads
+
+    def timed_step(*args: Any, **kwargs: Any) -> None:
         tick = time.perf_counter()
-        step()
-        total[0] += time.perf_counter() - tick
+        step(*args, **kwargs)
+        elapsed = time.perf_counter() - tick
+        with lock:
+            total[0] += elapsed
     return timed_step
 
 
@@ -256,7 +288,9 @@ def main() -> None:
             threads = args.update_threads or TORCH_DEFAULT_THREADS
             mode = {True: "at once on two threads", False: f"in turn on {threads} torch thread(s)",
                     None: "(undecided)"}[parallel]
-            print(f"{name}: policy and value networks updated {mode}")
+            beside = "value network updated beside the next rollout; where both update before it, " \
+                if agent.trainer.overlap_value_update else ""
+            print(f"{name}: {beside}policy and value networks updated {mode}")
     print()
     median_seconds = {name: statistics.median(r["seconds"] for r in runs) for name, runs in rounds.items()}
     physics = median_seconds.pop("physics")
@@ -299,6 +333,8 @@ def main() -> None:
           "runs inside the next round's env.step")
     print("bare physics (the limit's, replaying PPO+CBP's actions) / env.step: " +
           ", ".join(f"{name} {physics / medians[name]['env']:.0%}" for name in ours))
+    print("mj_step's own time in env.step (each agent's own trajectory, summed over copies) / env.step: " +
+          ", ".join(f"{name} {medians[name]['mj_step'] / medians[name]['env']:.0%}" for name in ours))
 
 
 if __name__ == "__main__":
