@@ -37,7 +37,7 @@ alike; each agent's median over the rounds is reported, and the time breakdown o
 round.
 
     python benchmarks/ppo_throughput.py [--rounds 8] [--threads 1] [--update-threads N] [--skip-sb3]
-                                        [--sequential-networks]
+                                        [--sequential-networks] [--skip-variants]
     python benchmarks/ppo_throughput.py --num-envs 4 --backends batched,gymnasium
 """
 
@@ -240,6 +240,9 @@ def main() -> None:
                         help="update our policy and value networks one after the other "
                         "(run.parallel_networks=false; by default timed both ways, the faster kept)")
     parser.add_argument("--skip-sb3", action="store_true", help="do not time Stable-Baselines3")
+    parser.add_argument("--skip-variants", action="store_true",
+                        help="time only our PPO and PPO+CBP on the default path (not lockstep, compiled, "
+                        "autograd): fewer agents, fewer threads in the process")
     args = parser.parse_args()
     backends = args.backends.split(",")
 
@@ -251,6 +254,8 @@ def main() -> None:
                 name = f"PPO{'+CBP' if cbp else ''} {backend}"
                 agents[name] = OursRound(cbp, args.threads, args.update_threads, f"{logdir}/{name}",
                                          args.num_envs, backend, parallel)
+            if args.skip_variants:
+                continue
             name = f"PPO+CBP lockstep {backend}"
             agents[name] = OursRound(True, args.threads, args.update_threads, f"{logdir}/{name}",
                                      args.num_envs, backend, parallel, overlap=False)
