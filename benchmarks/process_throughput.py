@@ -1,13 +1,19 @@
-"""Whole processes on one thread each: our PPO+CBP against Stable-Baselines3's PPO, the paper's settings.
+"""Whole processes: our PPO+CBP against Stable-Baselines3's PPO, the paper's settings.
 
 Each pair starts our ``rl-plasticity train`` (the ``slippery_ant/ppo_cbp.yaml`` preset; CBP on both
 networks, maturity 0 so that it replaces units from the start) and then an SB3 PPO with the same
-hyperparameters (as in ``ppo_throughput.py``), each as a fresh process with ``OMP_NUM_THREADS=1`` and
-torch on one thread, for ``--steps`` env steps on SlipperyAnt-v5 with one env copy. Startup, imports and
-env construction count, as a user waits for them. Printed: each process's wall seconds, and per pair
-the ratio SB3 / ours, then the median ratio (pairs in turn, so a drift of the machine's speed hits both).
+hyperparameters (as in ``ppo_throughput.py``), each as a fresh process, for ``--steps`` env steps on
+SlipperyAnt-v5 with one env copy. Startup, imports and env construction count, as a user waits for them.
+Printed: each process's wall seconds, and per pair the ratio SB3 / ours, then the median ratio (pairs in
+turn, so a drift of the machine's speed hits both).
 
-    python benchmarks/process_throughput.py [--steps 40960] [--pairs 3]
+By default both run on one thread (``OMP_NUM_THREADS=1``, torch on one thread; ours then updates both
+networks before the next rollout). ``--all-cpus`` runs each as a user would on this machine: ours with
+its defaults (rollouts on one thread, updates on every CPU, the value network's beside the next
+rollout) and SB3 on torch's default thread count, nothing pinned: the same comparison as
+``ppo_throughput.py``'s, one agent per process.
+
+    python benchmarks/process_throughput.py [--steps 40960] [--pairs 3] [--all-cpus]
     python benchmarks/process_throughput.py --sb3-only --steps 40960   # one SB3 process (used by the above)
 """
 
@@ -25,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def train_sb3(steps: int) -> None:
+def train_sb3(steps: int, one_thread: bool) -> None:
     import gymnasium as gym
     import torch
     from stable_baselines3 import PPO as SB3PPO
@@ -33,7 +39,8 @@ def train_sb3(steps: int) -> None:
 
     import envs  # noqa: F401  (registers SlipperyAnt-v5)
 
-    torch.set_num_threads(1)
+    if one_thread:
+        torch.set_num_threads(1)
     env = gym.make("SlipperyAnt-v5", change_every=2_000_000, schedule_seed=0)
     model = SB3PPO(
         "MlpPolicy", env, n_steps=2048, batch_size=128, n_epochs=10, learning_rate=1e-4, gamma=0.99,
@@ -44,8 +51,8 @@ def train_sb3(steps: int) -> None:
     model.learn(total_timesteps=steps)
 
 
-def timed(command: list[str]) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def timed(command: list[str], one_thread: bool) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if one_thread else dict(os.environ)
     started = time.perf_counter()
     subprocess.run(command, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
@@ -56,10 +63,13 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40_960)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--all-cpus", action="store_true",
+                        help="each with its default threads instead of one (see above)")
     parser.add_argument("--sb3-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    one_thread = not args.all_cpus
     if args.sb3_only:
-        train_sb3(args.steps)
+        train_sb3(args.steps, one_thread)
         return
     ratios = []
     with tempfile.TemporaryDirectory() as logdir:
@@ -67,10 +77,15 @@ def main() -> None:
                 "--logdir", logdir, "--quiet", "--set", f"run.total_steps={args.steps}",
                 "--set", "cbp.maturity_threshold=0", "--set", "run.torch_threads=1"]
         sb3 = [sys.executable, __file__, "--sb3-only", "--steps", str(args.steps)]
-        print(f"{args.steps} steps of SlipperyAnt-v5 per process, one thread each, {args.pairs} pairs "
-              f"in turn")
+        if one_thread:
+            ours += ["--set", "run.update_threads=1"]
+        else:
+            sb3.append("--all-cpus")
+        threads = "one thread each" if one_thread else "each on its default threads"
+        print(f"{args.steps} steps of SlipperyAnt-v5 per process, {threads}, {args.pairs} pairs in turn")
         for pair in range(args.pairs):
-            ours_seconds, sb3_seconds = timed([*ours, "--run-name", f"pair{pair}"]), timed(sb3)
+            ours_seconds = timed([*ours, "--run-name", f"pair{pair}"], one_thread)
+            sb3_seconds = timed(sb3, one_thread)
             ratios.append(sb3_seconds / ours_seconds)
             print(f"pair {pair + 1}: ours {ours_seconds:.1f} s ({args.steps / ours_seconds:.0f} steps/s), "
                   f"SB3 {sb3_seconds:.1f} s ({args.steps / sb3_seconds:.0f} steps/s): ours {ratios[-1]:.2f}x")
