@@ -152,3 +152,30 @@ def test_report_on_a_directory_without_runs_says_how_to_make_some(tmp_path: Path
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no TensorBoard runs" in err and "rl-plasticity compare" in err
+
+
+@pytest.mark.parametrize(("workers", "inherited", "expected"),
+                         [(1, None, "2"), (2, None, "1"), (1, "1", "1")])
+def test_each_run_gets_its_share_of_the_cores_unless_omp_num_threads_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, inherited: str | None,
+        expected: str) -> None:
+    """A lone run on two cores gets both (its update overlaps the next rollout, as under `train`); two
+    runs at once get one each; a user's OMP_NUM_THREADS stands."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    if inherited is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", inherited)
+    seen = tmp_path / "threads"
+
+    @dataclass(frozen=True)
+    class Reporting(RunSpec):
+        def command(self) -> list[str]:
+            return [sys.executable, "-c", f"import os, pathlib; pathlib.Path({str(seen)!r}).open('a')"
+                    f".write(os.environ['OMP_NUM_THREADS'] + ' ')"]
+
+    specs = run_matrix(write_configs(tmp_path), 1, tmp_path / "runs")
+    reporting = [Reporting(*(getattr(s, f) for f in RunSpec.__dataclass_fields__)) for s in specs]
+    outcome = run_local(reporting, workers=workers, refresh=0.0, stream=open("/dev/null", "w"))  # noqa: SIM115
+    assert len(outcome["finished"]) == 2
+    assert seen.read_text().split() == [expected, expected]

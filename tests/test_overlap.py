@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import assert_same_state, make_trainer, read_events
 
+from envs.thread_pool import available_cpus
 from rl_plasticity import tags
 
 # 6 updates of 4 minibatches; probes every 768 steps, so that some iterations must wait for the value
@@ -89,3 +90,21 @@ def test_a_value_update_that_diverges_beside_the_rollout_stops_the_run_at_its_ow
     trainer.close()
     assert [step for step, _ in list_checkpoints(tmp_path / "run")] == [1024]
     assert read_progress(tmp_path / "run")["diverged_at"] == 1280
+
+
+def test_one_and_two_update_threads_train_bit_identical_agents() -> None:
+    """What lets `compare` hand a lone run both cores (its value update then overlaps the rollout) and
+    resume it on one: the paper's 2x256 networks and minibatch of 128, CBP replacing units."""
+    states = []
+    for threads in (1, 2):
+        trainer = make_trainer("env.id=SlipperyAnt-v5", "ppo.rollout_steps=256", "cbp.enabled=true",
+                               "cbp.maturity_threshold=0", "cbp.replacement_rate=0.01", "log.probe_every=0",
+                               f"run.update_threads={threads}", "run.total_steps=100000")
+        assert trainer.overlap_value_update == (threads == 2 and available_cpus() >= 2)
+        for _ in range(3):
+            trainer.iterate()
+        trainer.agent.finish_update()
+        states.append(trainer.agent.state_dict())
+        trainer.close()
+    assert sum(sum(cbp["replaced_total"]) for cbp in (states[0]["cbp_policy"], states[0]["cbp_value"])) > 0
+    assert_same_state(states[0], states[1])

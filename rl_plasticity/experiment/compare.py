@@ -196,6 +196,13 @@ def _format_status(specs: Sequence[RunSpec], active: dict[RunSpec, _Active], don
     return "\n".join(lines)
 
 
+def _threads_per_run(workers: int) -> str:
+    """Each child's share of the cores: one thread when the children fill them (more would oversubscribe),
+    more when fewer run at once, so that a lone run's update uses the idle core and overlaps its value
+    network's update with the next rollout, as `rl-plasticity train` does (bit-identical either way)."""
+    return str(max(1, (os.cpu_count() or 1) // workers))
+
+
 def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: float | None = None,
               stream: TextIO | None = None, retries: int = 1) -> dict[str, list[str]]:
     """Runs the specs as child processes, ``workers`` at a time (default: one per core, at most one per
@@ -214,8 +221,7 @@ def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: flo
     active: dict[RunSpec, _Active] = {}
     outcome: dict[str, list[str]] = {"finished": [], "failed": [], "skipped": [], "interrupted": []}
     outcome["skipped"] = [str(s.run_dir) for s in done]
-    # Each child trains single-threaded per core; more torch threads per child would oversubscribe.
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or _threads_per_run(workers)}
     interactive = stream.isatty()
     if refresh is None:  # a live table on a terminal; in a log file, a snapshot every half minute
         refresh = 2.0 if interactive else 30.0

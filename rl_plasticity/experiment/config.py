@@ -100,7 +100,8 @@ class RunConfig:
     torch_threads: int = setting(1, "torch CPU threads; 1 is fastest for batch-1 rollout inference", low=1)
     update_threads: int | None = setting(None, "torch threads during updates (1 and 2 gave bit-identical "
                                          "results in our tests); null = torch's default: the cores, or "
-                                         "OMP_NUM_THREADS (compare's runs get 1 each)", low=1)
+                                         "OMP_NUM_THREADS (compare's runs share the cores: 1 each when "
+                                         "they fill them)", low=1)
     parallel_networks: bool | None = setting(
         None, "run the value network's forward and backward pass on a second thread while the policy's "
         "runs, each network's on one torch thread, instead of each network in turn on update_threads "
