@@ -1,12 +1,13 @@
 """Aggregate env steps/s of ``rl-plasticity compare`` with two runs at once against one at a time.
 
-``compare`` starts one ``train`` process per run, each on one thread (``OMP_NUM_THREADS=1``), up to
-``--workers`` at a time. This times the whole command for the same ``--runs`` seeds of one config (the
-paper's PPO+CBP preset on Slippery Ant by default, one env copy) with ``--workers 1`` and with
-``--workers 2``, in turn, ``--pairs`` times, each into a fresh directory (nothing is reused), and prints
-the aggregate steps/s (all runs' steps over the command's wall time) of each and their ratio per pair. On
-a machine with two cores the ideal ratio is 2; less is what the two runs take from each other (memory
-bandwidth, shared caches, the OS) and the start-up each run pays.
+``compare`` starts one ``train`` process per run, up to ``--workers`` at a time, each with its share of
+the cores (``OMP_NUM_THREADS``: one thread each with ``--workers 2`` on two cores; both with ``--workers
+1``, where the run's value update then overlaps its rollout). This times the whole command for the same
+``--runs`` seeds of one config (the paper's PPO+CBP preset on Slippery Ant by default, one env copy) with
+``--workers 1`` and with ``--workers 2``, in turn, ``--pairs`` times, each into a fresh directory
+(nothing is reused), and prints the aggregate steps/s (all runs' steps over the command's wall time) of
+each and their ratio per pair. Two runs at once can at most double what one run on one core does; a
+lone run on both cores already gains from the second one, so the ratio here is below that bound.
 
     python benchmarks/compare_throughput.py [--steps 40960] [--runs 2] [--pairs 3]
 """

@@ -161,7 +161,7 @@ def test_each_run_gets_its_share_of_the_cores_unless_omp_num_threads_says(
         expected: str) -> None:
     """A lone run on two cores gets both (its update overlaps the next rollout, as under `train`); two
     runs at once get one each; a user's OMP_NUM_THREADS stands."""
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("envs.thread_pool.available_cpus", lambda: 2)
     if inherited is None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     else:

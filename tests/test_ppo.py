@@ -40,7 +40,6 @@ def test_gae_matches_the_textbook_formula_without_episode_ends() -> None:
     np.testing.assert_allclose(returns, advantages + values, rtol=1e-5)
 
 
-
 def stepwise_gae(rewards: np.ndarray, values: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
                  final_values: np.ndarray, last_values: np.ndarray, gamma: float,
                  lam: float, bootstrap: bool) -> np.ndarray:
@@ -78,6 +77,7 @@ def test_gae_on_scalars_equals_the_stepwise_recursion_bit_for_bit(num_envs: int)
                                 lam, bootstrap)
         assert np.array_equal(advantages, expected), trial
         assert returns.dtype == np.float32
+
 
 def test_truncation_bootstrapping_changes_only_the_episode_that_hit_the_time_limit() -> None:
     gamma, lam = 0.99, 0.95

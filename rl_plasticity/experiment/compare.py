@@ -200,7 +200,9 @@ def _threads_per_run(workers: int) -> str:
     """Each child's share of the cores: one thread when the children fill them (more would oversubscribe),
     more when fewer run at once, so that a lone run's update uses the idle core and overlaps its value
     network's update with the next rollout, as `rl-plasticity train` does (bit-identical either way)."""
-    return str(max(1, (os.cpu_count() or 1) // workers))
+    from envs.thread_pool import available_cpus  # here: the other commands need not import the envs
+
+    return str(max(1, available_cpus() // workers))
 
 
 def run_local(specs: Sequence[RunSpec], workers: int | None = None, refresh: float | None = None,
