@@ -69,9 +69,12 @@ def unsupported(mlp: nn.Sequential, activation: str, owner: nn.Module | None = N
     return None
 
 
-def manual_backprop_for(settings: Any, policy: nn.Module, value: nn.Module) -> ManualPPOLoss | None:
+def manual_backprop_for(settings: Any, policy: nn.Module, value: nn.Module,
+                        gradients: dict[nn.Parameter, Tensor] | None = None) -> ManualPPOLoss | None:
     """The hand-derived gradients for these networks unless ``settings.backprop`` or the networks rule
-    them out (ValueError if ``manual`` was asked for where it does not apply); ``None`` means autograd."""
+    them out (ValueError if ``manual`` was asked for where it does not apply); ``None`` means autograd.
+    ``gradients`` maps parameters to the tensors their gradients are written into (flat buffers' views,
+    `agents.flat_storage`); the others get new tensors."""
     problem = next(filter(None, (unsupported(net, settings.activation, owner)
                                  for net, owner in ((policy.mean_net, policy), (value.net, value)))), None)
     if settings.backprop in ("manual", "compiled") and problem:
@@ -80,7 +83,7 @@ def manual_backprop_for(settings: Any, policy: nn.Module, value: nn.Module) -> M
     if settings.backprop == "autograd" or problem:
         return None
     return ManualPPOLoss(policy, value, settings.activation, settings,
-                         compiled=settings.backprop == "compiled")
+                         compiled=settings.backprop == "compiled", gradients=gradients)
 
 
 def compile_unavailable() -> str | None:
@@ -98,7 +101,8 @@ def compile_unavailable() -> str | None:
 
 
 def continue_backprop(saved_path: str, current: ManualPPOLoss | None, settings: Any, policy: nn.Module,
-                      value: nn.Module) -> ManualPPOLoss | None:
+                      value: nn.Module,
+                      gradients: dict[nn.Parameter, Tensor] | None = None) -> ManualPPOLoss | None:
     """The gradient path to continue a state computed on ``saved_path`` (``"manual"``, ``"compiled"`` or
     ``"autograd"``): that same path, so that a resume is bit-identical. Under ``backprop: auto`` it may be
     another than auto would pick; an explicit other path is a ValueError rather than a silent switch."""
@@ -107,7 +111,7 @@ def continue_backprop(saved_path: str, current: ManualPPOLoss | None, settings: 
     if settings.backprop != "auto":
         raise ValueError(f"the state was computed with {saved_path} gradients; continue it with "
                          f"ppo.backprop {saved_path} or auto")
-    return manual_backprop_for(replace(settings, backprop=saved_path), policy, value)
+    return manual_backprop_for(replace(settings, backprop=saved_path), policy, value, gradients)
 
 
 class ManualMLP:
@@ -119,9 +123,11 @@ class ManualMLP:
     ``tensors`` (`tensors` gives them, detached, in the order of `parameters`). LayerNorm's forward and
     backward are the kernels autograd itself calls (``native_layer_norm`` and its backward). The side
     effects ``module(x)`` would have, its Linear layers' forward pre-hooks, are `call_pre_hooks`'.
+    ``gradients`` maps parameters to the tensors `backward` may write their gradients into (``out``).
     """
 
-    def __init__(self, mlp: nn.Sequential, activation: str, owner: nn.Module | None = None) -> None:
+    def __init__(self, mlp: nn.Sequential, activation: str, owner: nn.Module | None = None,
+                 gradients: dict[nn.Parameter, Tensor] | None = None) -> None:
         problem = unsupported(mlp, activation, owner)
         if problem:
             raise ValueError(f"manual backprop does not apply to this network: {problem}; use autograd")
@@ -136,6 +142,9 @@ class ManualMLP:
             self._offsets.append(len(self.parameters))
             if isinstance(module, nn.Linear | nn.LayerNorm):
                 self.parameters += [module.weight, module.bias]
+        gradients = gradients or {}
+        #: per entry of `parameters`, the tensor its gradient is kept in (None: a new one each time)
+        self.gradient_buffers = [None if p is None else gradients.get(p) for p in self.parameters]
 
     def tensors(self) -> list[Tensor | None]:
         """The parameters as `forward` and `backward` take them: detached, in `parameters`' order."""
@@ -161,15 +170,17 @@ class ManualMLP:
                 saved.append(x)
         return x, saved
 
-    def backward(self, grad_out: Tensor, saved: list[Any],
-                 tensors: list[Tensor | None]) -> list[Tensor | None]:
+    def backward(self, grad_out: Tensor, saved: list[Any], tensors: list[Tensor | None],
+                 out: list[Tensor | None] | None = None) -> list[Tensor | None]:
+        """Each parameter's gradient, the Linear layers' written into ``out`` where it has a tensor."""
         grads: list[Tensor | None] = [None] * len(tensors)
+        into = out or grads
         grad = grad_out
         for index in range(len(self.modules) - 1, -1, -1):
             module, kind, at = self.modules[index], self.kinds[index], self._offsets[index]
             if kind is nn.Linear:
-                grads[at] = torch.mm(grad.t(), saved[index])
-                grads[at + 1] = torch.sum(grad, 0)
+                grads[at] = torch.mm(grad.t(), saved[index], out=into[at])
+                grads[at + 1] = torch.sum(grad, 0, out=into[at + 1])
                 if index == 0:
                     break
                 grad = torch.mm(grad, tensors[at])
@@ -201,9 +212,16 @@ class ManualMLP:
                         raise ValueError("a forward pre-hook that changes its input needs autograd backprop")
 
     def store_gradients(self, grads: list[Tensor | None]) -> None:
-        for parameter, grad in zip(self.parameters, grads, strict=True):
+        for parameter, grad, buffer in zip(self.parameters, grads, self.gradient_buffers, strict=True):
             if parameter is not None:
-                parameter.grad = grad
+                parameter.grad = _kept(grad, buffer)
+
+
+def _kept(grad: Tensor, buffer: Tensor | None) -> Tensor:
+    """``grad`` in ``buffer`` where the parameter has one (and it was not written there already)."""
+    if buffer is None or grad is buffer:
+        return grad
+    return buffer.copy_(grad)
 
 
 def _maximum_gradient(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,10 +243,11 @@ class ManualPPOLoss:
     """
 
     def __init__(self, policy: nn.Module, value: nn.Module, activation: str, settings: Any,
-                 compiled: bool = False) -> None:
-        self.policy_mean = ManualMLP(policy.mean_net, activation, policy)
-        self.value = ManualMLP(value.net, activation, value)
+                 compiled: bool = False, gradients: dict[nn.Parameter, Tensor] | None = None) -> None:
+        self.policy_mean = ManualMLP(policy.mean_net, activation, policy, gradients)
+        self.value = ManualMLP(value.net, activation, value, gradients)
         self.log_std = policy.log_std
+        self._log_std_buffer = (gradients or {}).get(policy.log_std)
         self.settings = settings
         #: the name a checkpoint records (``ppo.backprop``)
         self.path = "compiled" if compiled else "manual"
@@ -262,33 +281,40 @@ class ManualPPOLoss:
     def policy_backward(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor,
                         advantages: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         grads, grad_log_std, saved, stats = self._policy_fn(
-            self.policy_mean.tensors(), self.log_std.detach(), obs, actions, old_logprobs, advantages)
+            self.policy_mean.tensors(), self.log_std.detach(), obs, actions, old_logprobs, advantages,
+            self._out(self.policy_mean))
         self.policy_mean.call_pre_hooks(saved)
         self.policy_mean.store_gradients(grads)
-        self.log_std.grad = grad_log_std
+        self.log_std.grad = _kept(grad_log_std, self._log_std_buffer)
         return stats
 
     def value_backward(self, obs: Tensor, old_values: Tensor, returns: Tensor) -> Tensor:
-        grads, saved, value_loss = self._value_fn(self.value.tensors(), obs, old_values, returns)
+        grads, saved, value_loss = self._value_fn(self.value.tensors(), obs, old_values, returns,
+                                                  self._out(self.value))
         self.value.call_pre_hooks(saved)
         self.value.store_gradients(grads)
         return value_loss
 
+    def _out(self, mlp: ManualMLP) -> list[Tensor | None] | None:
+        # A compiled function returns its gradients rather than writing into tensors it was not given.
+        return None if self.path == "compiled" else mlp.gradient_buffers
+
     def _policy_terms(self, tensors: list[Tensor | None], log_std: Tensor, obs: Tensor, actions: Tensor,
-                      old_logprobs: Tensor, advantages: Tensor) -> tuple[Any, ...]:
+                      old_logprobs: Tensor, advantages: Tensor,
+                      out: list[Tensor | None] | None = None) -> tuple[Any, ...]:
         mean, saved = self.policy_mean.forward(obs, tensors)
         grad_mean, grad_log_std, stats = _policy_loss_gradient(
             mean.numpy(), log_std.numpy(), actions.numpy(), old_logprobs.numpy(), advantages.numpy(),
             self.settings)
-        grads = self.policy_mean.backward(torch.from_numpy(grad_mean), saved, tensors)
+        grads = self.policy_mean.backward(torch.from_numpy(grad_mean), saved, tensors, out)
         return grads, torch.from_numpy(grad_log_std), saved, tuple(torch.from_numpy(stats))
 
-    def _value_terms(self, tensors: list[Tensor | None], obs: Tensor, old_values: Tensor,
-                     returns: Tensor) -> tuple[Any, ...]:
-        out, saved = self.value.forward(obs, tensors)
-        grad_values, value_loss = _value_loss_gradient(out.numpy(), old_values.numpy(), returns.numpy(),
+    def _value_terms(self, tensors: list[Tensor | None], obs: Tensor, old_values: Tensor, returns: Tensor,
+                     out: list[Tensor | None] | None = None) -> tuple[Any, ...]:
+        values, saved = self.value.forward(obs, tensors)
+        grad_values, value_loss = _value_loss_gradient(values.numpy(), old_values.numpy(), returns.numpy(),
                                                        self.settings)
-        grads = self.value.backward(torch.from_numpy(grad_values), saved, tensors)
+        grads = self.value.backward(torch.from_numpy(grad_values), saved, tensors, out)
         return grads, saved, torch.from_numpy(value_loss)
 
 

@@ -8,6 +8,9 @@ network's plasticity methods hook its own optimizer.
 
 `state_dict` is the single Adam's layout (parameters numbered policy first, one parameter group), so
 checkpoints from before the split load, and checkpoints from after it load into a single Adam.
+
+With ``flat=True`` each network's parameters, gradients and Adam state are views of flat buffers
+(`agents.flat_storage`), and a step is one kernel call over them.
 """
 
 from __future__ import annotations
@@ -19,23 +22,36 @@ import torch
 import torch.optim.optimizer as optimizer_module
 from torch import nn
 
+from agents.flat_storage import FlatStorage
+
 
 class NetworkOptimizers:
     """``torch.optim.Adam(params, **options)`` per network, behaving as one Adam over all of them.
 
     Args:
         networks: each network's parameters, in the order the single Adam would number them.
+        flat: keep each network's parameters, gradients and moments in flat buffers (`FlatStorage`).
         options: `torch.optim.Adam`'s keywords, the same for every network.
     """
 
-    def __init__(self, networks: dict[str, Iterable[nn.Parameter]], **options: Any) -> None:
+    def __init__(self, networks: dict[str, Iterable[nn.Parameter]], flat: bool = False,
+                 **options: Any) -> None:
         #: the optimizer of each network, in order
         self.by_network: dict[str, torch.optim.Adam] = {
             name: torch.optim.Adam(list(params), **options) for name, params in networks.items()}
+        #: each network's flat buffers (none without ``flat``)
+        self.flat: dict[str, FlatStorage] = {name: FlatStorage(optimizer)
+                                             for name, optimizer in self.by_network.items()} if flat else {}
         # The kernel call in `step_network` is CPU Adam on real tensors; the parameters stay where they are.
         self._cpu_real = {name: all(p.device.type == "cpu" and not p.is_complex()
                                     for p in optimizer.param_groups[0]["params"])
                           for name, optimizer in self.by_network.items()}
+
+    def gradient_buffers(self) -> dict[nn.Parameter, torch.Tensor]:
+        """Each parameter's gradient tensor in the flat buffers (``{}`` without ``flat``): where gradients
+        computed by hand are written, so that the one-call step applies."""
+        return {param: grad for flat in self.flat.values()
+                for param, grad in zip(flat.params, flat.grad_views, strict=True)}
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -60,33 +76,43 @@ class NetworkOptimizers:
         """``self.by_network[name].step()``: its hooks, then torch's fused Adam kernel on its parameters.
 
         Once every parameter has its state and a gradient, the kernel is called here with the arguments
-        `torch.optim.Adam.step` would pass it (bit for bit the same step): that method's bookkeeping (a
+        `torch.optim.Adam.step` would pass it (the same arithmetic): that method's bookkeeping (a
         profiler scope, regrouping the tensors by device, reading each option) costs ~40 us a call at
-        this size, as much as the kernel. Anything else (the first step, a parameter without a gradient,
-        an option the kernel call below does not pass) goes through ``optimizer.step()`` itself.
+        this size, as much as the kernel. With the network's flat buffers intact it is one call over
+        them. Anything else (a parameter without a gradient or state, an option the kernel call below
+        does not pass) goes through ``optimizer.step()`` itself.
         """
         optimizer = self.by_network[name]
         params = optimizer.param_groups[0]["params"]
+        flat = self.flat.get(name)
         if not (self._cpu_real[name] and _plain_fused(optimizer)) or \
                 any(p.grad is None or not optimizer.state.get(p) for p in params):
             optimizer.step()
+            if flat is not None:
+                flat.note_per_tensor_step()
             return
         for hook in (*optimizer_module._global_optimizer_pre_hooks.values(),
                      *optimizer._optimizer_step_pre_hooks.values()):
             if hook(optimizer, (), {}) is not None:
                 raise RuntimeError("an optimizer pre-hook returned new step() arguments; step() takes none")
         group = optimizer.param_groups[0]
-        # As Adam.step: the parameters without a gradient (a pre-hook may have dropped one) keep still.
-        stepped = [p for p in params if p.grad is not None]
-        states = [optimizer.state[p] for p in stepped]
-        steps = [state["step"] for state in states]
         beta1, beta2 = group["betas"]
-        with torch.no_grad():  # as Adam.step's own decorator
-            torch._foreach_add_(steps, 1)
-            torch._fused_adam_(stepped, [p.grad for p in stepped], [state["exp_avg"] for state in states],
-                               [state["exp_avg_sq"] for state in states], [], steps, amsgrad=False,
-                               lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-                               eps=group["eps"], maximize=False)
+        options = {"lr": group["lr"], "beta1": beta1, "beta2": beta2, "weight_decay": group["weight_decay"],
+                   "eps": group["eps"]}
+        if flat is not None and flat.intact(optimizer):
+            flat.adam_step(**options)
+        else:
+            # As Adam.step: the parameters without a gradient (a pre-hook may have dropped one) keep still.
+            stepped = [p for p in params if p.grad is not None]
+            states = [optimizer.state[p] for p in stepped]
+            steps = [state["step"] for state in states]
+            with torch.no_grad():  # as Adam.step's own decorator
+                torch._foreach_add_(steps, 1)
+                torch._fused_adam_(stepped, [p.grad for p in stepped], [state["exp_avg"] for state in states],
+                                   [state["exp_avg_sq"] for state in states], [], steps, amsgrad=False,
+                                   maximize=False, **options)
+            if flat is not None:
+                flat.note_per_tensor_step()
         for hook in (*optimizer._optimizer_step_post_hooks.values(),
                      *optimizer_module._global_optimizer_post_hooks.values()):
             hook(optimizer, (), {})
@@ -127,6 +153,8 @@ class NetworkOptimizers:
                 "param_groups": [{**settings[0], "params": list(range(size))}],
             })
             offset += size
+        for name, flat in self.flat.items():
+            flat.adopt_state(self.by_network[name])
 
 
 #: the options `NetworkOptimizers.step_network` passes to the kernel itself, at the values it passes

@@ -97,10 +97,11 @@ class PPO:
         self._all_params = self._policy_params + self._value_params
         self._network_params = {"policy": self._policy_params, "value": self._value_params}
         # One Adam over everything, as in the paper, held as one per network so that each network can
-        # step on its own thread (bit-identical); the fused CPU kernel is the fastest of torch's three.
+        # step on its own thread (bit-identical); the fused CPU kernel is the fastest of torch's three,
+        # and with each network's tensors in flat buffers it is one call per network.
         self.optimizer = NetworkOptimizers(
-            self._network_params, lr=optimizer.lr, betas=tuple(optimizer.betas), eps=optimizer.eps,
-            weight_decay=optimizer.weight_decay, fused=True,
+            self._network_params, flat=True, lr=optimizer.lr, betas=tuple(optimizer.betas),
+            eps=optimizer.eps, weight_decay=optimizer.weight_decay, fused=True,
         )
         optimizers = self.optimizer.by_network
         self.cbp_policy: ContinualBackprop | None = None
@@ -116,7 +117,8 @@ class PPO:
             settings.activation, seed)
         self._policy_mean_fast = FastForward(self.policy.mean_net, act)
         #: the hand-derived gradients, or None where autograd computes them (``ppo.backprop``)
-        self.manual_backprop = manual_backprop_for(settings, self.policy, self.value)
+        self.manual_backprop = manual_backprop_for(settings, self.policy, self.value,
+                                                   self.optimizer.gradient_buffers())
         self.network_threads = NetworkThreads(parallel_networks)
 
         self.obs_normalizer = ObservationNormalizer(self.obs_dim, settings.obs_clip) \

@@ -49,7 +49,8 @@ def load_agent_state(agent: PPO, state: dict[str, Any]) -> None:
                          f"{_describe(agent.methods)}; build the agent with the same methods settings")
     # States from before the choice were computed by autograd.
     agent.manual_backprop = continue_backprop(state.get("backprop", "autograd"), agent.manual_backprop,
-                                              agent.settings, agent.policy, agent.value)
+                                              agent.settings, agent.policy, agent.value,
+                                              agent.optimizer.gradient_buffers())
     agent.policy.load_state_dict(state["policy"])
     agent.value.load_state_dict(state["value"])
     agent.optimizer.load_state_dict(state["optimizer"])

@@ -112,8 +112,8 @@ class MomentResets:
             first, second = self._corrections(group["betas"], horizon, plan.moments[0])
             steps = [float(optimizer.state[p]["step"]) for p in plan.params]
             last = len(first) - 1
-            m = plan.gather(plan.moments)
-            root_v = plan.gather(plan.squares).sqrt_()
+            m, root_v = plan.gather_moments()
+            root_v.sqrt_()
             eps = group["eps"]
             # delta = m * applied_first / (root_v * applied_second + eps) - m * wanted_first / (root_v *
             # wanted_second + eps), in as few passes over the entries as possible: they can be many
@@ -135,8 +135,7 @@ class MomentResets:
                 at_age = (step - plan.reset_steps).clamp_(1, last)
             wanted_denominator = torch.addcmul(plan.eps(eps), root_v, second.index_select(0, at_age))
             delta.addcdiv_(m.mul_(first.index_select(0, at_age)), wanted_denominator, value=-1.0)
-            for param, index, part in zip(plan.params, plan.indices, delta.split(plan.sizes), strict=True):
-                param.view(-1).index_add_(0, index, part, alpha=group["lr"])
+            plan.add_to_parameters(delta, group["lr"])
             if plan.earliest < min(steps) - horizon:
                 for k, param in enumerate(plan.params):
                     if plan.earliest_of[k] < steps[k] - horizon:
@@ -162,7 +161,9 @@ class MomentResets:
 
 class _GroupPlan:
     """One param group's reset entries, gathered between two resets: per parameter its flat indices,
-    the steps they were reset at, and views of its Adam moments."""
+    the steps they were reset at, and views of its Adam moments. Where the parameters are views of one
+    buffer, and their moments of another (`agents.flat_storage`), each gather and the update are one call
+    over the buffer instead of one per parameter."""
 
     def __init__(self, params: list[nn.Parameter], entries: dict[nn.Parameter, Tensor],
                  optimizer: torch.optim.Optimizer) -> None:
@@ -180,6 +181,8 @@ class _GroupPlan:
         self._state_tensors = [optimizer.state[p]["exp_avg"] for p in params]
         self.moments = [optimizer.state[p]["exp_avg"].view(-1) for p in params]
         self.squares = [optimizer.state[p]["exp_avg_sq"].view(-1) for p in params]
+        self._moments_flat = _one_buffer(self.moments + self.squares, self.indices + self.indices)
+        self._params_flat = _one_buffer([p.detach() for p in params], self.indices)
 
     def eps(self, value: float) -> Tensor:
         """``value`` as a 0-d tensor (one per plan: building it costs as much as an op)."""
@@ -196,9 +199,37 @@ class _GroupPlan:
         parts = [t.index_select(0, index) for t, index in zip(flat_tensors, self.indices, strict=True)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def gather_moments(self) -> tuple[Tensor, Tensor]:
+        """The reset entries' first and second moments (new tensors)."""
+        if self._moments_flat is None:
+            return self.gather(self.moments), self.gather(self.squares)
+        buffer, index = self._moments_flat
+        return buffer.index_select(0, index).chunk(2)
+
+    def add_to_parameters(self, delta: Tensor, alpha: float) -> None:
+        """``param += alpha * delta`` at the reset entries (``delta`` in `gather`'s order)."""
+        if self._params_flat is not None:
+            buffer, index = self._params_flat
+            buffer.index_add_(0, index, delta, alpha=alpha)
+            return
+        for param, index, part in zip(self.params, self.indices, delta.split(self.sizes), strict=True):
+            param.view(-1).index_add_(0, index, part, alpha=alpha)
+
     def reset_steps_of(self, k: int) -> Tensor:
         start = sum(self.sizes[:k])
         return self.reset_steps[start:start + self.sizes[k]]
+
+
+def _one_buffer(tensors: list[Tensor], indices: list[Tensor]) -> tuple[Tensor, Tensor] | None:
+    """Where ``tensors`` are all contiguous views of one storage: a 1-D tensor over that storage and
+    ``indices`` (one per tensor, into it) moved to the storage's positions, concatenated; else None."""
+    first = tensors[0]
+    storage = first.untyped_storage()
+    if any(not t.is_contiguous() or t.dtype != first.dtype or t.device != first.device
+           or t.untyped_storage().data_ptr() != storage.data_ptr() for t in tensors):
+        return None
+    buffer = first.new_empty(0).set_(storage, 0, (storage.nbytes() // first.element_size(),))
+    return buffer, torch.cat([index + t.storage_offset() for t, index in zip(tensors, indices, strict=True)])
 
 
 def _horizon(betas: tuple[float, float], dtype: torch.dtype) -> float:

@@ -126,3 +126,33 @@ def test_the_correction_follows_an_optimizer_whose_state_was_reloaded() -> None:
         results.append([p.detach().clone() for layer in layers for p in layer.parameters()])
     for plain, reloaded in zip(*results, strict=True):
         assert torch.equal(plain, reloaded)
+
+
+def test_over_flat_buffers_the_correction_is_the_per_parameter_one_bit_for_bit() -> None:
+    # With the parameters and moments views of flat buffers (as our PPO keeps them), the reset entries
+    # are gathered and updated in one call each: the same arithmetic as one call per parameter.
+    from agents.network_optimizers import NetworkOptimizers
+
+    results = []
+    for flat in (False, True):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        layers = [net[0], net[2], net[4]]
+        optimizers = NetworkOptimizers({"net": net.parameters()}, flat=flat, lr=1e-2, betas=(0.9, 0.99),
+                                       fused=True)
+        optimizer = optimizers.by_network["net"]
+        resets = MomentResets()
+        gradients = torch.Generator().manual_seed(1)
+        for step in range(40):
+            for param in net.parameters():
+                param.grad = torch.randn(param.shape, generator=gradients)
+            optimizers.step()
+            resets.correct(optimizer)
+            if step in (10, 25):  # two resets, in both hidden layers, the second while the first is young
+                resets.zero_units(optimizer, layers[0], layers[1], torch.tensor([1, 5]))
+                resets.zero_units(optimizer, layers[1], layers[2], torch.tensor([step % 8]))
+        plan = next(iter(resets._plans.values()))
+        assert (plan._moments_flat is not None, plan._params_flat is not None) == (flat, flat)
+        results.append([p.detach().clone() for p in net.parameters()])
+    for per_parameter, over_buffers in zip(*results, strict=True):
+        assert torch.equal(per_parameter, over_buffers)

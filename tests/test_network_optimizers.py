@@ -23,17 +23,28 @@ def train(nets: dict[str, nn.Module], optimizer, steps: int, seed: int = 1) -> N
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         x = torch.randn(32, 5, generator=generator)
-        optimizer.zero_grad()
+        # zeroed in place, so that gradients stay the flat buffers' views (set to None they would not)
+        optimizer.zero_grad(set_to_none=False)
         sum(net(x).square().mean() for net in nets.values()).backward()
         optimizer.step()
 
 
-def test_per_network_adams_step_bit_for_bit_as_one_adam_over_both() -> None:
+def assert_one_call_steps(optimizer: NetworkOptimizers) -> None:
+    """Every step so far went through the flat buffers, one kernel call per network."""
+    for name, flat in optimizer.flat.items():
+        assert flat.intact(optimizer.by_network[name]) and not flat._steps_may_differ, name
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_per_network_adams_step_bit_for_bit_as_one_adam_over_both(flat: bool) -> None:
     single_nets, split_nets, initial = networks(), networks(), networks()
     single = torch.optim.Adam([p for net in single_nets.values() for p in net.parameters()], **OPTIONS)
-    split = NetworkOptimizers({name: net.parameters() for name, net in split_nets.items()}, **OPTIONS)
+    split = NetworkOptimizers({name: net.parameters() for name, net in split_nets.items()}, flat=flat,
+                              **OPTIONS)
+    assert len(split.flat) == (2 if flat else 0)
     train(single_nets, single, 25)
     train(split_nets, split, 25)
+    assert_one_call_steps(split)
     for name in single_nets:
         for a, b, start in zip(single_nets[name].parameters(), split_nets[name].parameters(),
                                initial[name].parameters(), strict=True):
@@ -47,7 +58,8 @@ def test_per_network_adams_step_bit_for_bit_as_one_adam_over_both() -> None:
             assert torch.equal(saved["state"][index][key], value), (index, key)
 
 
-def test_a_single_adams_state_loads_and_continues_identically_and_back() -> None:
+@pytest.mark.parametrize("flat", [False, True])
+def test_a_single_adams_state_loads_and_continues_identically_and_back(flat: bool) -> None:
     # Checkpoints from before the split hold one Adam's state; a run resumed from one continues exactly.
     nets = networks()
     single = torch.optim.Adam([p for net in nets.values() for p in net.parameters()], **OPTIONS)
@@ -56,10 +68,18 @@ def test_a_single_adams_state_loads_and_continues_identically_and_back() -> None
     reference = torch.optim.Adam([p for net in reference_nets.values() for p in net.parameters()], **OPTIONS)
     # copies, as a checkpoint holds them (load_state_dict keeps the very tensors it is given)
     reference.load_state_dict(copy.deepcopy(single.state_dict()))
-    resumed = NetworkOptimizers({name: net.parameters() for name, net in resumed_nets.items()}, **OPTIONS)
+    resumed = NetworkOptimizers({name: net.parameters() for name, net in resumed_nets.items()}, flat=flat,
+                                **OPTIONS)
     resumed.load_state_dict(copy.deepcopy(single.state_dict()))
+    # the loaded moments and counts are in the flat buffers, not merely held beside them
+    for name, flat_storage in resumed.flat.items():
+        params = resumed.by_network[name].param_groups[0]["params"]
+        loaded = [single.state[p]["exp_avg"] for p in nets[name].parameters()]
+        assert torch.equal(flat_storage.moments[0], torch.cat([m.reshape(-1) for m in loaded]))
+        assert all(resumed.by_network[name].state[p]["step"] == 10 for p in params)
     train(reference_nets, reference, 10, seed=2)
     train(resumed_nets, resumed, 10, seed=2)
+    assert_one_call_steps(resumed)
     for name in nets:
         for a, b in zip(reference_nets[name].parameters(), resumed_nets[name].parameters(), strict=True):
             assert torch.equal(a, b)
@@ -125,3 +145,27 @@ def test_the_direct_kernel_step_is_adams_step_with_its_hooks(monkeypatch: pytest
             assert torch.equal(a, b)
             for key in ("exp_avg", "exp_avg_sq", "step"):
                 assert torch.equal(reference[name].state[a][key], direct.by_network[name].state[b][key])
+
+
+def test_a_parameter_without_a_gradient_keeps_still_and_its_network_then_steps_per_tensor() -> None:
+    # A step where one parameter has no gradient goes per tensor (Adam leaves that one alone, its count
+    # too); the one-call step counts every parameter alike, so it is not taken while the counts differ.
+    reference_nets, flat_nets = networks(), networks()
+    reference = NetworkOptimizers({n: net.parameters() for n, net in reference_nets.items()}, **OPTIONS)
+    flat = NetworkOptimizers({n: net.parameters() for n, net in flat_nets.items()}, flat=True, **OPTIONS)
+    generator = torch.Generator().manual_seed(3)
+    for step in range(6):
+        x = torch.randn(8, 5, generator=generator)
+        for nets, optimizer in ((reference_nets, reference), (flat_nets, flat)):
+            optimizer.zero_grad(set_to_none=False)
+            sum(net(x).square().mean() for net in nets.values()).backward()
+            if step == 2:
+                nets["policy"][0].bias.grad = None
+            optimizer.step()
+    assert not flat.flat["policy"].intact(flat.by_network["policy"])  # its counts differ from now on
+    assert flat.flat["value"].intact(flat.by_network["value"])
+    for name in reference_nets:
+        for a, b in zip(reference_nets[name].parameters(), flat_nets[name].parameters(), strict=True):
+            assert torch.equal(a, b)
+            reference_step = reference.by_network[name].state[a]["step"]
+            assert torch.equal(reference_step, flat.by_network[name].state[b]["step"])

@@ -349,3 +349,27 @@ def test_logged_gradient_norms_are_each_networks_total_norm(backprop: str) -> No
     assert stats["policy_grad_norm"] == float(policy) and stats["value_grad_norm"] == float(value)
     assert stats["policy_grad_norm"] != stats["value_grad_norm"]
     trainer.close()
+
+
+@pytest.mark.parametrize(("preset", "backprop"), [("dohare", "manual"), ("cleanrl", "manual"),
+                                                  ("dohare", "autograd")])
+def test_each_networks_tensors_live_in_its_flat_buffers_and_the_default_update_steps_them_at_once(
+        preset: str, backprop: str) -> None:
+    trainer = make_trainer(f"preset={preset}", "env.id=InvertedPendulum-v5", "ppo.rollout_steps=128",
+                           "ppo.minibatch_size=64", "ppo.epochs=2", "cbp.enabled=true",
+                           "cbp.maturity_threshold=2", "cbp.replacement_rate=0.05", "run.total_steps=512",
+                           f"ppo.backprop={backprop}")
+    agent = trainer.agent
+    trainer.train(progress=False)
+    for name, params in agent._network_params.items():
+        flat = agent.optimizer.flat[name]
+        optimizer = agent.optimizer.by_network[name]
+        for param in params:  # the modules' own parameters, CBP's replacements included, are the buffer's
+            assert param.untyped_storage().data_ptr() == flat.parameters.untyped_storage().data_ptr()
+            assert optimizer.state[param]["step"] == 4 * 2 * 2
+        assert torch.equal(torch.cat([p.detach().reshape(-1) for p in params]), flat.parameters)
+        # The hand-derived gradients are written into the buffer and each step was one call over it;
+        # autograd (the reference) allocates its own gradients, so its steps go tensor by tensor.
+        assert flat.intact(optimizer) == (backprop == "manual")
+        assert not flat._steps_may_differ if backprop == "manual" else flat._steps_may_differ
+    trainer.close()
