@@ -42,9 +42,10 @@ class FlatStorage:
         self.steps = torch.zeros(len(self.params), dtype=torch.float32)
         self.grad_views = [flat.view_as(p) for flat, p in zip(self.gradients.split(sizes), self.params,
                                                               strict=True)]
-        self._averages = [flat.view_as(p) for flat, p in zip(self.moments[0].split(sizes), self.params,
+        self._average_buffer, self._square_buffer = self.moments.unbind()
+        self._averages = [flat.view_as(p) for flat, p in zip(self._average_buffer.split(sizes), self.params,
                                                              strict=True)]
-        self._squares = [flat.view_as(p) for flat, p in zip(self.moments[1].split(sizes), self.params,
+        self._squares = [flat.view_as(p) for flat, p in zip(self._square_buffer.split(sizes), self.params,
                                                             strict=True)]
         self._step_views = list(self.steps.unbind())
         # After a per-tensor step (which skips a parameter without a gradient) `intact` checks the counts.
@@ -93,9 +94,9 @@ class FlatStorage:
         """Torch's fused Adam over the flat buffers (the caller checked `intact`)."""
         with torch.no_grad():
             self.steps.add_(1)
-            torch._fused_adam_([self.parameters], [self.gradients], [self.moments[0]], [self.moments[1]], [],
-                               [self._step_views[0]], amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
-                               weight_decay=weight_decay, eps=eps, maximize=False)
+            torch._fused_adam_([self.parameters], [self.gradients], [self._average_buffer],
+                               [self._square_buffer], [], [self._step_views[0]], amsgrad=False, lr=lr,
+                               beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, maximize=False)
 
 
 __all__ = ["FlatStorage"]

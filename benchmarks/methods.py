@@ -3,7 +3,9 @@
 ``--overhead`` times whole training iterations (a 2048-step rollout of Slippery Ant plus the update's
 160 minibatch steps, the paper's preset, CBP and every method on both networks) for plain PPO and for
 PPO with each method, interleaved round by round so that the machine's drift hits all alike, and prints
-each one's cost against plain PPO measured in the same rounds, in CPU time and in wall time.
+each one's cost against plain PPO measured in the same rounds, in CPU time and in wall time, and, apart,
+at plain PPO's physics: each agent walks its own trajectories, whose MuJoCo steps cost more or less
+(contacts), so each round's ``mj_step`` time is measured and swapped for plain PPO's.
 
 ``--ranking`` trains ``configs/plasticity_demo/`` (PPO, the paper's PPO+CBP and PPO with each other
 method) for ``--seeds`` seeds with ``rl-plasticity compare`` and tabulates, with 95% bootstrap CIs across
@@ -22,8 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import mujoco
 import torch
 
 from rl_plasticity.experiment.config import load_config
@@ -71,12 +76,22 @@ def overhead(rounds: int, threads: int, names: list[str] | None = None, common: 
         # hardly the second, so the CPU-time ratios are the steadier measure of what a method costs.
         wall: dict[str, list[float]] = {name: [] for name in trainers}
         cpu: dict[str, list[float]] = {name: [] for name in trainers}
+        # MuJoCo's own time in each iteration: a method changes the policy, so the agent walks other
+        # trajectories, whose contacts make each physics step dearer or cheaper (+-10% between agents).
+        # That is behaviour, not the method's arithmetic, and is reported apart.
+        physics: dict[str, list[float]] = {name: [] for name in trainers}
+        bare_step = mujoco.mj_step
         for _ in range(rounds):
             for name, trainer in trainers.items():
+                mujoco.mj_step = _timed(bare_step, seconds := [0.0])  # the envs look it up at every step
                 started, started_cpu = time.perf_counter(), time.process_time()
-                trainer.iterate()
+                try:
+                    trainer.iterate()
+                finally:
+                    mujoco.mj_step = bare_step
                 wall[name].append(time.perf_counter() - started)
                 cpu[name].append(time.process_time() - started_cpu)
+                physics[name].append(seconds[0])
         steps = trainers["ppo"].agent.batch_size
         settings = trainers["ppo"].agent.settings
         updates = settings.epochs * steps // settings.minibatch_size
@@ -85,18 +100,32 @@ def overhead(rounds: int, threads: int, names: list[str] | None = None, common: 
     print(f"{rounds} interleaved rounds of one iteration each ({steps} env steps + {updates} minibatch "
           f"updates), {threads} torch thread(s){', every agent with ' + ' '.join(common) if common else ''}:")
     print("| agent | CPU s per iteration | cost vs plain PPO, CPU time (median of rounds; range) | "
-          "wall s per iteration | steps/s (wall) | cost vs plain PPO, wall time |")
-    print("|---|---|---|---|---|---|")
+          "wall s per iteration | steps/s (wall) | cost vs plain PPO, wall time | physics s per iteration "
+          "| cost at plain PPO's physics, CPU time |")
+    print("|---|---|---|---|---|---|---|---|")
+    # The last column swaps each round's physics for plain PPO's in that round: what the method's own
+    # arithmetic adds to an iteration, as a share of plain PPO's.
+    equalised = {name: [t - own + ppo for t, own, ppo in zip(cpu[name], physics[name], physics["ppo"],
+                                                               strict=True)] for name in trainers}
     for name in trainers:
         cells = []
-        for clock in (cpu, wall):
+        for clock in (cpu, wall, equalised):
             ratios = [t / p for t, p in zip(clock[name], clock["ppo"], strict=True)]
             cost = 100 * (statistics.median(ratios) - 1)
             cells.append(f"{cost:+.1f}% ({min(ratios):.2f}-{max(ratios):.2f}x)")
         seconds = statistics.median(wall[name])
         print(f"| {name} | {statistics.median(cpu[name]):.2f} | {cells[0]} | {seconds:.2f} "
-              f"| {steps / seconds:,.0f} | {cells[1]} |")
+              f"| {steps / seconds:,.0f} | {cells[1]} | {statistics.median(physics[name]):.3f} "
+              f"| {cells[2]} |")
     print(f"plain PPO: {steps / statistics.median(wall['ppo']):,.0f} steps/s (wall)")
+
+
+def _timed(step: Callable[..., None], total: list[float]) -> Callable[..., None]:
+    def timed_step(*args: Any, **kwargs: Any) -> None:
+        tick = time.perf_counter()
+        step(*args, **kwargs)
+        total[0] += time.perf_counter() - tick
+    return timed_step
 
 
 def ranking(agents: list[str], seeds: int, workers: int, logdir: Path, out: Path | None,

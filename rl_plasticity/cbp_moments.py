@@ -126,21 +126,34 @@ class MomentResets:
                 delta = torch.div(m, denominator)
                 if applied_first != 1.0:
                     delta.mul_(applied_first)
-                at_age = torch.rsub(plan.reset_steps, int(steps[0])).clamp_(1, last)
+                if plan.cohorts is not None:
+                    # entries reset together share their age: its corrections are two numbers
+                    for reset_step, start, stop in plan.cohorts:
+                        age = min(max(int(steps[0]) - reset_step, 1), last)
+                        wanted_denominator = torch.addcmul(plan.eps(eps), root_v[start:stop], second[age])
+                        delta[start:stop].addcdiv_(m[start:stop].mul_(first[age]), wanted_denominator,
+                                                   value=-1.0)
+                    plan.add_to_parameters(delta, group["lr"])
+                    self._forget_old(plan, group, steps, horizon)
+                    continue
+                at_age = torch.rsub(plan.gathered_reset_steps, int(steps[0])).clamp_(1, last)
             else:
-                step = torch.repeat_interleave(torch.tensor(steps), torch.tensor(plan.sizes))
-                step = step.long()
+                per_entry = torch.repeat_interleave(torch.tensor(steps), torch.tensor(plan.sizes))
+                step = plan.in_gather_order(per_entry).long()
                 at_step = step.clamp(max=last)
                 delta = m * first.index_select(0, at_step) / (root_v * second.index_select(0, at_step) + eps)
-                at_age = (step - plan.reset_steps).clamp_(1, last)
+                at_age = (step - plan.gathered_reset_steps).clamp_(1, last)
             wanted_denominator = torch.addcmul(plan.eps(eps), root_v, second.index_select(0, at_age))
             delta.addcdiv_(m.mul_(first.index_select(0, at_age)), wanted_denominator, value=-1.0)
             plan.add_to_parameters(delta, group["lr"])
-            if plan.earliest < min(steps) - horizon:
-                for k, param in enumerate(plan.params):
-                    if plan.earliest_of[k] < steps[k] - horizon:
-                        self._forget(param, plan.indices[k], plan.reset_steps_of(k) < steps[k] - horizon)
-                self._plans.pop(id(group), None)
+            self._forget_old(plan, group, steps, horizon)
+
+    def _forget_old(self, plan: _GroupPlan, group: dict, steps: list[float], horizon: float) -> None:
+        if plan.earliest < min(steps) - horizon:
+            for k, param in enumerate(plan.params):
+                if plan.earliest_of[k] < steps[k] - horizon:
+                    self._forget(param, plan.indices[k], plan.reset_steps_of(k) < steps[k] - horizon)
+            self._plans.pop(id(group), None)
 
     def _forget(self, param: nn.Parameter, indices: Tensor, old: Tensor) -> None:
         if bool(old.all()):
@@ -183,6 +196,23 @@ class _GroupPlan:
         self.squares = [optimizer.state[p]["exp_avg_sq"].view(-1) for p in params]
         self._moments_flat = _one_buffer(self.moments + self.squares, self.indices + self.indices)
         self._params_flat = _one_buffer([p.detach() for p in params], self.indices)
+        #: the reset steps of the entries in the order `gather_moments` returns them
+        self.gathered_reset_steps = self.reset_steps
+        #: ``(reset step, start, stop)`` of each group of entries reset at one step, contiguous in gather
+        #: order; None where there are many (CBP's one unit at a time: per-entry tables are cheaper then)
+        self.cohorts: list[tuple[int, int, int]] | None = None
+        self._order: Tensor | None = None
+        if self._moments_flat is not None and self._params_flat is not None:
+            reset_at, counts = torch.unique(self.reset_steps, return_counts=True)
+            if len(reset_at) <= _MAX_COHORTS:
+                order = self._order = torch.argsort(self.reset_steps, stable=True)
+                (moments, index), (parameters, param_index) = self._moments_flat, self._params_flat
+                self._moments_flat = (moments, index[torch.cat((order, order + len(order)))])
+                self._params_flat = (parameters, param_index[order])
+                self.gathered_reset_steps = self.reset_steps[order]
+                stops = torch.cumsum(counts, 0).tolist()
+                self.cohorts = [(at, stop - n, stop) for at, n, stop in
+                                zip(reset_at.tolist(), counts.tolist(), stops, strict=True)]
 
     def eps(self, value: float) -> Tensor:
         """``value`` as a 0-d tensor (one per plan: building it costs as much as an op)."""
@@ -199,6 +229,10 @@ class _GroupPlan:
         parts = [t.index_select(0, index) for t, index in zip(flat_tensors, self.indices, strict=True)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def in_gather_order(self, per_entry: Tensor) -> Tensor:
+        """A tensor over the entries, parameter by parameter, in `gather_moments`' order."""
+        return per_entry if self._order is None else per_entry[self._order]
+
     def gather_moments(self) -> tuple[Tensor, Tensor]:
         """The reset entries' first and second moments (new tensors)."""
         if self._moments_flat is None:
@@ -207,7 +241,7 @@ class _GroupPlan:
         return buffer.index_select(0, index).chunk(2)
 
     def add_to_parameters(self, delta: Tensor, alpha: float) -> None:
-        """``param += alpha * delta`` at the reset entries (``delta`` in `gather`'s order)."""
+        """``param += alpha * delta`` at the reset entries (``delta`` in `gather_moments`' order)."""
         if self._params_flat is not None:
             buffer, index = self._params_flat
             buffer.index_add_(0, index, delta, alpha=alpha)
@@ -218,6 +252,10 @@ class _GroupPlan:
     def reset_steps_of(self, k: int) -> Tensor:
         start = sum(self.sizes[:k])
         return self.reset_steps[start:start + self.sizes[k]]
+
+
+#: most groups of entries reset at different steps that `_GroupPlan` corrects group by group
+_MAX_COHORTS = 4
 
 
 def _one_buffer(tensors: list[Tensor], indices: list[Tensor]) -> tuple[Tensor, Tensor] | None:

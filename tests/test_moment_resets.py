@@ -128,12 +128,18 @@ def test_the_correction_follows_an_optimizer_whose_state_was_reloaded() -> None:
         assert torch.equal(plain, reloaded)
 
 
-def test_over_flat_buffers_the_correction_is_the_per_parameter_one_bit_for_bit() -> None:
+@pytest.mark.parametrize(("reset_at", "skip_at"), [((10, 25), None), ((4, 8, 12, 16, 20, 24), None),
+                                                 ((10, 25), 30)],
+                         ids=["two resets", "six resets", "a parameter a step behind"])
+def test_over_flat_buffers_the_correction_is_the_per_parameter_one_bit_for_bit(
+        reset_at: tuple[int, ...], skip_at: int | None) -> None:
     # With the parameters and moments views of flat buffers (as our PPO keeps them), the reset entries
-    # are gathered and updated in one call each: the same arithmetic as one call per parameter.
+    # are gathered and updated in one call each, and entries reset at one step (up to four such groups)
+    # are corrected with their two numbers: the same arithmetic as one call per parameter. Resets at many
+    # steps (CBP's way) and parameters at different step counts take the per-entry way.
     from agents.network_optimizers import NetworkOptimizers
 
-    results = []
+    results, plans = [], []
     for flat in (False, True):
         torch.manual_seed(0)
         net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -146,13 +152,19 @@ def test_over_flat_buffers_the_correction_is_the_per_parameter_one_bit_for_bit()
         for step in range(40):
             for param in net.parameters():
                 param.grad = torch.randn(param.shape, generator=gradients)
+            if step == skip_at:
+                layers[2].bias.grad = None  # Adam leaves it, and its step count, alone
             optimizers.step()
             resets.correct(optimizer)
-            if step in (10, 25):  # two resets, in both hidden layers, the second while the first is young
-                resets.zero_units(optimizer, layers[0], layers[1], torch.tensor([1, 5]))
-                resets.zero_units(optimizer, layers[1], layers[2], torch.tensor([step % 8]))
-        plan = next(iter(resets._plans.values()))
-        assert (plan._moments_flat is not None, plan._params_flat is not None) == (flat, flat)
+            if step in reset_at:  # other units each time, later ones while earlier ones are young
+                k = reset_at.index(step)
+                resets.zero_units(optimizer, layers[0], layers[1], torch.tensor([k, k + 2]))
+                resets.zero_units(optimizer, layers[1], layers[2], torch.tensor([7 - k]))
+        plans.append(next(iter(resets._plans.values())))
         results.append([p.detach().clone() for p in net.parameters()])
-    for per_parameter, over_buffers in zip(*results, strict=True):
-        assert torch.equal(per_parameter, over_buffers)
+    per_parameter, over_buffers = plans
+    assert per_parameter._moments_flat is None and per_parameter._params_flat is None
+    assert over_buffers._moments_flat is not None and over_buffers._params_flat is not None
+    assert (over_buffers.cohorts is not None) == (len(reset_at) <= 4)
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
