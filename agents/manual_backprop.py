@@ -353,11 +353,11 @@ def _policy_loss_gradient(mean: np.ndarray, log_std: np.ndarray, actions: np.nda
     return grad_mean, grad_log_std, np.array([policy_loss, entropy, approx_kl, clipfrac], dtype=np.float32)
 
 
-def _value_loss_gradient(out: np.ndarray, old_values: np.ndarray, returns: np.ndarray,
+def _value_loss_gradient(prediction: np.ndarray, old_values: np.ndarray, returns: np.ndarray,
                          s: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``d loss / d out`` for the value network's ``(batch, 1)`` output and the value loss (a 0-d array),
-    as `agents.ppo.PPO._value_backward` (loss weight ``vf_coef``, optionally clipped)."""
-    values = out[:, 0]
+    """``d loss / d prediction`` for the value network's ``(batch, 1)`` output and the value loss (a 0-d
+    array), as `agents.ppo.PPO._value_backward` (loss weight ``vf_coef``, optionally clipped)."""
+    values = prediction[:, 0]
     error = values - returns
     value_loss = error * error
     scale = 2.0 * s.vf_coef / len(values)

@@ -83,7 +83,8 @@ def overhead(rounds: int, threads: int, names: list[str] | None = None, common: 
         bare_step = mujoco.mj_step
         for _ in range(rounds):
             for name, trainer in trainers.items():
-                mujoco.mj_step = _timed(bare_step, seconds := [0.0])  # the envs look it up at every step
+                seconds = [0.0]
+                mujoco.mj_step = _timed(bare_step, seconds)  # the envs look it up at every step
                 started, started_cpu = time.perf_counter(), time.process_time()
                 try:
                     trainer.iterate()
