@@ -9,9 +9,10 @@ objects, so the modules, their hooks and every method holding them see no differ
 (optimizer steps, unit replacements, ``load_state_dict``) keep the views.
 
 Only a whole-tensor replacement breaks a view: an ``optimizer.load_state_dict`` (after which
-`FlatStorage.adopt_state` copies the loaded state in), or a gradient set to a new tensor (autograd after
-``zero_grad(set_to_none=True)``). `FlatStorage.intact` tells whether the one-call step still applies;
-where it does not, the per-tensor step does the same arithmetic.
+`FlatStorage.adopt_state` copies the loaded state in), a gradient set to a new tensor (autograd after
+``zero_grad(set_to_none=True)``), or a parameter given other memory (``param.data = ...``).
+`FlatStorage.intact` tells whether the one-call step still applies; where it does not, the per-tensor
+step does the same arithmetic.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class FlatStorage:
             if param.grad is not None:
                 grad.copy_(param.grad)
             param.grad = grad
+        self._addresses = [param.data_ptr() for param in self.params]
         self.adopt_state(optimizer)
 
     def adopt_state(self, optimizer: torch.optim.Optimizer) -> None:
@@ -74,12 +76,14 @@ class FlatStorage:
             self._states.append(state)
 
     def intact(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Whether every gradient and Adam state tensor is still the flat buffers' view and the step
-        counts agree (so that one kernel call over the buffers is the per-tensor step)."""
+        """Whether every parameter, gradient and Adam state tensor is still the flat buffers' view and the
+        step counts agree (so that one kernel call over the buffers is the per-tensor step). A parameter
+        given other memory (``param.data = ...``) fails it, so its step is never lost in the buffer."""
         state = optimizer.state
         for k, param in enumerate(self.params):
             own = self._states[k]
-            if param.grad is not self.grad_views[k] or state.get(param) is not own or \
+            if param.data_ptr() != self._addresses[k] or param.grad is not self.grad_views[k] or \
+                    state.get(param) is not own or \
                     own["exp_avg"] is not self._averages[k] or own["exp_avg_sq"] is not self._squares[k] or \
                     own["step"] is not self._step_views[k]:
                 return False

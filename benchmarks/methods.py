@@ -24,12 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import mujoco
 import torch
+from ppo_throughput import clocked
 
 from rl_plasticity.experiment.config import load_config
 from rl_plasticity.experiment.run_directory import RunDirectory
@@ -84,7 +83,7 @@ def overhead(rounds: int, threads: int, names: list[str] | None = None, common: 
         for _ in range(rounds):
             for name, trainer in trainers.items():
                 seconds = [0.0]
-                mujoco.mj_step = _timed(bare_step, seconds)  # the envs look it up at every step
+                mujoco.mj_step = clocked(bare_step, seconds)  # the envs look it up at every step
                 started, started_cpu = time.perf_counter(), time.process_time()
                 try:
                     trainer.iterate()
@@ -120,13 +119,6 @@ def overhead(rounds: int, threads: int, names: list[str] | None = None, common: 
               f"| {cells[2]} |")
     print(f"plain PPO: {steps / statistics.median(wall['ppo']):,.0f} steps/s (wall)")
 
-
-def _timed(step: Callable[..., None], total: list[float]) -> Callable[..., None]:
-    def timed_step(*args: Any, **kwargs: Any) -> None:
-        tick = time.perf_counter()
-        step(*args, **kwargs)
-        total[0] += time.perf_counter() - tick
-    return timed_step
 
 
 def ranking(agents: list[str], seeds: int, workers: int, logdir: Path, out: Path | None,

@@ -95,7 +95,7 @@ class OursRound:
         self.cbp_seconds = [0.0]
         for engine in (self.trainer.agent.cbp_policy, self.trainer.agent.cbp_value):
             if engine is not None:
-                engine.step = _timed(engine.step, self.cbp_seconds)
+                engine.step = clocked(engine.step, self.cbp_seconds)
         self.threads = threads
         self.profiler = Profiler(self.trainer)
         # A value update left to run beside the next rollout is held until this agent's next round
@@ -116,7 +116,7 @@ class OursRound:
         before = {**{k: self.profiler.seconds[k] for k in phases_of}, "cbp": self.cbp_seconds[0]}
         physics = [0.0]
         bare_step = mujoco.mj_step
-        mujoco.mj_step = _timed(bare_step, physics)  # the envs look it up at every step
+        mujoco.mj_step = clocked(bare_step, physics)  # the envs look it up at every step
         started = time.perf_counter()
         try:
             self.trainer.iterate()
@@ -132,7 +132,8 @@ class OursRound:
         return sum(sum(e.replaced_total) for e in (agent.cbp_policy, agent.cbp_value) if e is not None)
 
 
-def _timed(step: Callable[..., None], total: list[float]) -> Callable[..., None]:
+def clocked(step: Callable[..., None], total: list[float]) -> Callable[..., None]:
+    """``step`` adding its wall seconds to ``total[0]`` (thread-safe)."""
     lock = threading.Lock()  # the batched env steps several copies on threads
 
     def timed_step(*args: Any, **kwargs: Any) -> None:

@@ -192,6 +192,7 @@ class _GroupPlan:
         self.earliest_of = [float(steps.min()) for steps in reset_steps]
         self.earliest = min(self.earliest_of)
         self._state_tensors = [optimizer.state[p]["exp_avg"] for p in params]
+        self._addresses = [p.data_ptr() for p in params]
         self.moments = [optimizer.state[p]["exp_avg"].view(-1) for p in params]
         self.squares = [optimizer.state[p]["exp_avg_sq"].view(-1) for p in params]
         self._moments_flat = _one_buffer(self.moments + self.squares, self.indices + self.indices)
@@ -222,8 +223,9 @@ class _GroupPlan:
         return self._eps[1]
 
     def still_current(self, optimizer: torch.optim.Optimizer) -> bool:
-        return all(optimizer.state.get(p, {}).get("exp_avg") is t
-                   for p, t in zip(self.params, self._state_tensors, strict=True))
+        # the parameters' memory too: the one-call update writes into the storage they had when planned
+        return all(optimizer.state.get(p, {}).get("exp_avg") is t and p.data_ptr() == address
+                   for p, t, address in zip(self.params, self._state_tensors, self._addresses, strict=True))
 
     def gather(self, flat_tensors: list[Tensor]) -> Tensor:
         parts = [t.index_select(0, index) for t, index in zip(flat_tensors, self.indices, strict=True)]

@@ -128,11 +128,13 @@ def test_the_correction_follows_an_optimizer_whose_state_was_reloaded() -> None:
         assert torch.equal(plain, reloaded)
 
 
-@pytest.mark.parametrize(("reset_at", "skip_at"), [((10, 25), None), ((4, 8, 12, 16, 20, 24), None),
-                                                 ((10, 25), 30)],
-                         ids=["two resets", "six resets", "a parameter a step behind"])
+@pytest.mark.parametrize(("reset_at", "skip_at", "moved_at"),
+                         [((10, 25), None, None), ((4, 8, 12, 16, 20, 24), None, None), ((10, 25), 30, None),
+                          ((10, 25), None, 30)],
+                         ids=["two resets", "six resets", "a parameter a step behind",
+                              "a parameter given other memory"])
 def test_over_flat_buffers_the_correction_is_the_per_parameter_one_bit_for_bit(
-        reset_at: tuple[int, ...], skip_at: int | None) -> None:
+        reset_at: tuple[int, ...], skip_at: int | None, moved_at: int | None) -> None:
     # With the parameters and moments views of flat buffers (as our PPO keeps them), the reset entries
     # are gathered and updated in one call each, and entries reset at one step (up to four such groups)
     # are corrected with their two numbers: the same arithmetic as one call per parameter. Resets at many
@@ -154,6 +156,8 @@ def test_over_flat_buffers_the_correction_is_the_per_parameter_one_bit_for_bit(
                 param.grad = torch.randn(param.shape, generator=gradients)
             if step == skip_at:
                 layers[2].bias.grad = None  # Adam leaves it, and its step count, alone
+            if step == moved_at:  # the same values elsewhere: the correction must follow them there
+                layers[1].weight.data = layers[1].weight.detach().clone()
             optimizers.step()
             resets.correct(optimizer)
             if step in reset_at:  # other units each time, later ones while earlier ones are young
@@ -164,7 +168,9 @@ def test_over_flat_buffers_the_correction_is_the_per_parameter_one_bit_for_bit(
         results.append([p.detach().clone() for p in net.parameters()])
     per_parameter, over_buffers = plans
     assert per_parameter._moments_flat is None and per_parameter._params_flat is None
-    assert over_buffers._moments_flat is not None and over_buffers._params_flat is not None
-    assert (over_buffers.cohorts is not None) == (len(reset_at) <= 4)
+    assert over_buffers._moments_flat is not None
+    assert (over_buffers._params_flat is not None) == (moved_at is None)
+    # groups need both in one buffer each: the moved parameter's update goes per parameter
+    assert (over_buffers.cohorts is not None) == (len(reset_at) <= 4 and moved_at is None)
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)

@@ -169,3 +169,21 @@ def test_a_parameter_without_a_gradient_keeps_still_and_its_network_then_steps_p
             assert torch.equal(a, b)
             reference_step = reference.by_network[name].state[a]["step"]
             assert torch.equal(reference_step, flat.by_network[name].state[b]["step"])
+
+
+def test_a_parameter_given_other_memory_is_stepped_where_it_now_lives() -> None:
+    # `param.data = ...` takes a parameter out of the flat buffer: its steps must land on it, not on the
+    # buffer it left (the network then steps per tensor).
+    reference_nets, flat_nets = networks(), networks()
+    reference = NetworkOptimizers({n: net.parameters() for n, net in reference_nets.items()}, **OPTIONS)
+    flat = NetworkOptimizers({n: net.parameters() for n, net in flat_nets.items()}, flat=True, **OPTIONS)
+    train(reference_nets, reference, 3)
+    train(flat_nets, flat, 3)
+    for nets in (reference_nets, flat_nets):
+        nets["value"][2].weight.data = nets["value"][2].weight.detach().clone()
+    train(reference_nets, reference, 3, seed=2)
+    train(flat_nets, flat, 3, seed=2)
+    assert not flat.flat["value"].intact(flat.by_network["value"])
+    for name in reference_nets:
+        for a, b in zip(reference_nets[name].parameters(), flat_nets[name].parameters(), strict=True):
+            assert torch.equal(a, b)
