@@ -126,34 +126,29 @@ class MomentResets:
                 delta = torch.div(m, denominator)
                 if applied_first != 1.0:
                     delta.mul_(applied_first)
-                if plan.cohorts is not None:
-                    # entries reset together share their age: its corrections are two numbers
-                    for reset_step, start, stop in plan.cohorts:
-                        age = min(max(int(steps[0]) - reset_step, 1), last)
-                        wanted_denominator = torch.addcmul(plan.eps(eps), root_v[start:stop], second[age])
-                        delta[start:stop].addcdiv_(m[start:stop].mul_(first[age]), wanted_denominator,
-                                                   value=-1.0)
-                    plan.add_to_parameters(delta, group["lr"])
-                    self._forget_old(plan, group, steps, horizon)
-                    continue
-                at_age = torch.rsub(plan.gathered_reset_steps, int(steps[0])).clamp_(1, last)
+                # entries reset together share their age, so their corrections are two numbers
+                at_age = None if plan.cohorts is not None else \
+                    torch.rsub(plan.gathered_reset_steps, int(steps[0])).clamp_(1, last)
             else:
                 per_entry = torch.repeat_interleave(torch.tensor(steps), torch.tensor(plan.sizes))
                 step = plan.in_gather_order(per_entry).long()
                 at_step = step.clamp(max=last)
                 delta = m * first.index_select(0, at_step) / (root_v * second.index_select(0, at_step) + eps)
                 at_age = (step - plan.gathered_reset_steps).clamp_(1, last)
-            wanted_denominator = torch.addcmul(plan.eps(eps), root_v, second.index_select(0, at_age))
-            delta.addcdiv_(m.mul_(first.index_select(0, at_age)), wanted_denominator, value=-1.0)
+            if at_age is None:
+                for reset_step, start, stop in plan.cohorts:
+                    age = min(max(int(steps[0]) - reset_step, 1), last)
+                    wanted_denominator = torch.addcmul(plan.eps(eps), root_v[start:stop], second[age])
+                    delta[start:stop].addcdiv_(m[start:stop].mul_(first[age]), wanted_denominator, value=-1.0)
+            else:
+                wanted_denominator = torch.addcmul(plan.eps(eps), root_v, second.index_select(0, at_age))
+                delta.addcdiv_(m.mul_(first.index_select(0, at_age)), wanted_denominator, value=-1.0)
             plan.add_to_parameters(delta, group["lr"])
-            self._forget_old(plan, group, steps, horizon)
-
-    def _forget_old(self, plan: _GroupPlan, group: dict, steps: list[float], horizon: float) -> None:
-        if plan.earliest < min(steps) - horizon:
-            for k, param in enumerate(plan.params):
-                if plan.earliest_of[k] < steps[k] - horizon:
-                    self._forget(param, plan.indices[k], plan.reset_steps_of(k) < steps[k] - horizon)
-            self._plans.pop(id(group), None)
+            if plan.earliest < min(steps) - horizon:
+                for k, param in enumerate(plan.params):
+                    if plan.earliest_of[k] < steps[k] - horizon:
+                        self._forget(param, plan.indices[k], plan.reset_steps_of(k) < steps[k] - horizon)
+                self._plans.pop(id(group), None)
 
     def _forget(self, param: nn.Parameter, indices: Tensor, old: Tensor) -> None:
         if bool(old.all()):
