@@ -13,7 +13,11 @@ its defaults (rollouts on one thread, updates on every CPU, the value network's 
 rollout) and SB3 on torch's default thread count, nothing pinned: the same comparison as
 ``ppo_throughput.py``'s, one agent per process.
 
-    python benchmarks/process_throughput.py [--steps 40960] [--pairs 3] [--all-cpus]
+``--split`` also times each for one 2048-step rollout per pair and splits its time into a fixed part
+(startup, imports, env construction, teardown) and a part per rollout, from the medians; it then prints
+what 2.5x SB3 would ask of ours per rollout, to set beside ``ppo_throughput.py``'s 1-CPU limit.
+
+    python benchmarks/process_throughput.py [--steps 40960] [--pairs 3] [--all-cpus] [--split]
     python benchmarks/process_throughput.py --sb3-only --steps 40960   # one SB3 process (used by the above)
 """
 
@@ -29,6 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: steps per rollout in both agents' settings (the paper's)
+ROLLOUT = 2048
 
 
 def train_sb3(steps: int, one_thread: bool) -> None:
@@ -43,7 +49,7 @@ def train_sb3(steps: int, one_thread: bool) -> None:
         torch.set_num_threads(1)
     env = gym.make("SlipperyAnt-v5", change_every=2_000_000, schedule_seed=0)
     model = SB3PPO(
-        "MlpPolicy", env, n_steps=2048, batch_size=128, n_epochs=10, learning_rate=1e-4, gamma=0.99,
+        "MlpPolicy", env, n_steps=ROLLOUT, batch_size=128, n_epochs=10, learning_rate=1e-4, gamma=0.99,
         gae_lambda=0.95, clip_range=0.2, clip_range_vf=None, ent_coef=0.0, vf_coef=1.0, max_grad_norm=1e9,
         device="cpu", seed=0, verbose=0,
         policy_kwargs={"net_arch": {"pi": [256, 256], "vf": [256, 256]}, "activation_fn": nn.ReLU},
@@ -65,32 +71,60 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--all-cpus", action="store_true",
                         help="each with its default threads instead of one (see above)")
+    parser.add_argument("--split", action="store_true",
+                        help="also time one-rollout processes: startup against per-rollout time")
     parser.add_argument("--sb3-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.split and (args.steps % ROLLOUT or args.steps < 2 * ROLLOUT):
+        parser.error(f"--split needs --steps a multiple of {ROLLOUT} of at least {2 * ROLLOUT}")
     one_thread = not args.all_cpus
     if args.sb3_only:
         train_sb3(args.steps, one_thread)
         return
-    ratios = []
+    ratios: list[float] = []
+    seconds: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as logdir:
-        ours = [sys.executable, "-m", "rl_plasticity", "train", "configs/slippery_ant/ppo_cbp.yaml",
-                "--logdir", logdir, "--quiet", "--set", f"run.total_steps={args.steps}",
-                "--set", "cbp.maturity_threshold=0", "--set", "run.torch_threads=1"]
-        sb3 = [sys.executable, __file__, "--sb3-only", "--steps", str(args.steps)]
-        if one_thread:
-            ours += ["--set", "run.update_threads=1"]
-        else:
-            sb3.append("--all-cpus")
+        def ours(steps: int, run_name: str) -> list[str]:
+            command = [sys.executable, "-m", "rl_plasticity", "train", "configs/slippery_ant/ppo_cbp.yaml",
+                       "--logdir", logdir, "--quiet", "--run-name", run_name,
+                       "--set", f"run.total_steps={steps}", "--set", "cbp.maturity_threshold=0",
+                       "--set", "run.torch_threads=1"]
+            return [*command, "--set", "run.update_threads=1"] if one_thread else command
+
+        def sb3(steps: int) -> list[str]:
+            command = [sys.executable, __file__, "--sb3-only", "--steps", str(steps)]
+            return command if one_thread else [*command, "--all-cpus"]
+
         threads = "one thread each" if one_thread else "each on its default threads"
         print(f"{args.steps} steps of SlipperyAnt-v5 per process, {threads}, {args.pairs} pairs in turn")
         for pair in range(args.pairs):
-            ours_seconds = timed([*ours, "--run-name", f"pair{pair}"], one_thread)
-            sb3_seconds = timed(sb3, one_thread)
+            for steps in (args.steps, ROLLOUT) if args.split else (args.steps,):
+                seconds.setdefault(("ours", steps), []).append(
+                    timed(ours(steps, f"pair{pair}_{steps}"), one_thread))
+                seconds.setdefault(("SB3", steps), []).append(timed(sb3(steps), one_thread))
+            ours_seconds, sb3_seconds = seconds["ours", args.steps][-1], seconds["SB3", args.steps][-1]
             ratios.append(sb3_seconds / ours_seconds)
             print(f"pair {pair + 1}: ours {ours_seconds:.1f} s ({args.steps / ours_seconds:.0f} steps/s), "
                   f"SB3 {sb3_seconds:.1f} s ({args.steps / sb3_seconds:.0f} steps/s): ours {ratios[-1]:.2f}x")
     print(f"median: ours {statistics.median(ratios):.2f}x SB3's speed "
           f"(range {min(ratios):.2f}-{max(ratios):.2f})")
+    if args.split:
+        print_split(seconds, args.steps)
+
+
+def print_split(seconds: dict[tuple[str, int], list[float]], steps: int) -> None:
+    """Each agent's fixed and per-rollout seconds, from the medians of its long and one-rollout runs."""
+    rollouts = steps // ROLLOUT
+    fixed = {}
+    for agent in ("ours", "SB3"):
+        whole, one = (statistics.median(seconds[agent, n]) for n in (steps, ROLLOUT))
+        per_rollout = (whole - one) / (rollouts - 1)
+        fixed[agent] = one - per_rollout
+        print(f"{agent}: {fixed[agent]:.2f} s fixed (startup, imports, env, teardown) + {per_rollout:.3f} s "
+              f"per {ROLLOUT}-step rollout and update")
+    budget = statistics.median(seconds["SB3", steps]) / 2.5
+    print(f"2.5x SB3 over {steps} steps: ours within {budget:.1f} s, i.e. "
+          f"{(budget - fixed['ours']) / rollouts:.3f} s per rollout after its fixed part")
 
 
 if __name__ == "__main__":

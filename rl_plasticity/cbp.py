@@ -224,7 +224,10 @@ class ContinualBackprop(PlasticityMethod):
     def _update_statistics(self) -> None:
         # Two or three reductions per hidden layer, recorded per step; the running averages are folded
         # every few steps (`rl_plasticity.cbp_statistics`). The features are detached and the weights
-        # are read detached, so no grad-mode switch is needed (it costs as much as a reduction).
+        # are read detached, so no grad-mode switch is needed (it costs as much as a reduction). The
+        # feature sums stay here rather than in the capture hook, where the features are still in cache:
+        # moved there, they took ~5 us out of step() and added as much to the training step
+        # (benchmarks/cbp_overhead.py --fused, 2026-12-05).
         rule = UTILITY_RULES[self.options.utility]
         track_mean = self.options.bias_correction or rule.reads_mean_activation
         if not rule.scores_units and not track_mean:
