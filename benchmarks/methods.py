@@ -26,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import mujoco
 import torch
-from ppo_throughput import clocked
+from ppo_throughput import mj_step_clocked
 
 from rl_plasticity.experiment.config import load_config
 from rl_plasticity.experiment.run_directory import RunDirectory
@@ -79,18 +78,13 @@ def overhead(rounds: int, threads: int, names: list[str] | None = None, common: 
         # trajectories, whose contacts make each physics step dearer or cheaper (+-10% between agents).
         # That is behaviour, not the method's arithmetic, and is reported apart.
         physics: dict[str, list[float]] = {name: [] for name in trainers}
-        bare_step = mujoco.mj_step
         for _ in range(rounds):
             for name, trainer in trainers.items():
-                seconds = [0.0]
-                mujoco.mj_step = clocked(bare_step, seconds)  # the envs look it up at every step
-                started, started_cpu = time.perf_counter(), time.process_time()
-                try:
+                with mj_step_clocked() as seconds:
+                    started, started_cpu = time.perf_counter(), time.process_time()
                     trainer.iterate()
-                finally:
-                    mujoco.mj_step = bare_step
-                wall[name].append(time.perf_counter() - started)
-                cpu[name].append(time.process_time() - started_cpu)
+                    wall[name].append(time.perf_counter() - started)
+                    cpu[name].append(time.process_time() - started_cpu)
                 physics[name].append(seconds[0])
         steps = trainers["ppo"].agent.batch_size
         settings = trainers["ppo"].agent.settings
@@ -118,7 +112,6 @@ def overhead(rounds: int, threads: int, names: list[str] | None = None, common: 
               f"| {steps / seconds:,.0f} | {cells[1]} | {statistics.median(physics[name]):.3f} "
               f"| {cells[2]} |")
     print(f"plain PPO: {steps / statistics.median(wall['ppo']):,.0f} steps/s (wall)")
-
 
 
 def ranking(agents: list[str], seeds: int, workers: int, logdir: Path, out: Path | None,

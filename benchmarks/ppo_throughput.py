@@ -44,11 +44,12 @@ round.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -114,15 +115,10 @@ class OursRound:
             torch.set_num_threads(self.threads)
         phases_of = ("env", "inference", "advantage", "update", "logging")
         before = {**{k: self.profiler.seconds[k] for k in phases_of}, "cbp": self.cbp_seconds[0]}
-        physics = [0.0]
-        bare_step = mujoco.mj_step
-        mujoco.mj_step = clocked(bare_step, physics)  # the envs look it up at every step
-        started = time.perf_counter()
-        try:
+        with mj_step_clocked() as physics:
+            started = time.perf_counter()
             self.trainer.iterate()
-        finally:
-            mujoco.mj_step = bare_step
-        seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started
         after = {**{k: self.profiler.seconds[k] for k in phases_of}, "cbp": self.cbp_seconds[0]}
         phases = {key: after[key] - before[key] for key in after}
         return {"seconds": seconds, **phases, "mj_step": physics[0]}
@@ -143,6 +139,18 @@ def clocked(step: Callable[..., None], total: list[float]) -> Callable[..., None
         with lock:
             total[0] += elapsed
     return timed_step
+
+
+@contextlib.contextmanager
+def mj_step_clocked() -> Iterator[list[float]]:
+    """Within the block, every ``mujoco.mj_step`` adds its wall seconds to the yielded ``[total]`` (the
+    envs look the function up at every step); the bare function is restored after."""
+    total, bare_step = [0.0], mujoco.mj_step
+    mujoco.mj_step = clocked(bare_step, total)
+    try:
+        yield total
+    finally:
+        mujoco.mj_step = bare_step
 
 
 class PhysicsRound:
