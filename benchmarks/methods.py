@@ -48,6 +48,8 @@ OVERHEAD = {  # each acting at its published period; CBP at the paper's settings
     "cbp": ["cbp.enabled=true", "cbp.maturity_threshold=0"],
     "redo": ["methods.redo.enabled=true", "methods.redo.every=160"],  # a check every iteration
     "redo_default": ["methods.redo.enabled=true"],  # every 1000 updates
+    "redo_default_restart": ["methods.redo.enabled=true",  # the zeroed moments bias-corrected for their age
+                             "methods.redo.restart_bias_correction=true"],
     "shrink_perturb": ["methods.shrink_perturb.enabled=true"],  # every 1000 updates, a fresh draw
     "shrink_perturb_soft": ["methods.shrink_perturb.enabled=true", "methods.shrink_perturb.every=1",
                             "methods.shrink_perturb.toward=initial"],  # Plasticine's: every update

@@ -5,7 +5,8 @@ their outgoing columns) are zeroed. Adam's next update would then divide them by
 the parameter's global step count, which is far too small a correction for moments that are one step
 old: so for Adam and AdamW `MomentResets` remembers the step count of each reset per entry, and
 `MomentResets.correct` redoes the last update of those entries with the correction for their own age,
-as a fresh Adam would have applied it.
+as a fresh Adam would have applied it. `zero_unit_moments` zeroes without that: the entries then share
+the optimizer's step count, as optax's Adam in ReDo's code does.
 """
 
 from __future__ import annotations
@@ -35,6 +36,22 @@ def _zero_state(optimizer: torch.optim.Optimizer, param: nn.Parameter, dim: int 
     return state
 
 
+def _unit_entries(incoming: nn.Linear, outgoing: nn.Linear) -> list[tuple[nn.Parameter, int]]:
+    """A unit's parameters and the dimension its entries lie along: incoming row, bias, outgoing column."""
+    entries = [(incoming.weight, 0), (outgoing.weight, 1)]
+    if incoming.bias is not None:
+        entries.append((incoming.bias, 0))
+    return entries
+
+
+def zero_unit_moments(optimizer: torch.optim.Optimizer, incoming: nn.Linear, outgoing: nn.Linear,
+                      units: Tensor) -> None:
+    """Zero the optimizer's moments of ``units``' rows in ``incoming`` and columns in ``outgoing`` and
+    leave its step count: their next updates are bias-corrected by the parameter's age, not their own."""
+    for param, dim in _unit_entries(incoming, outgoing):
+        _zero_state(optimizer, param, dim, units)
+
+
 class MomentResets:
     """The optimizer step at which the moments of each reset entry were zeroed, per parameter, for the
     entries young enough that their bias correction still differs from the parameter's.
@@ -55,11 +72,9 @@ class MomentResets:
 
     def zero_units(self, optimizer: torch.optim.Optimizer, incoming: nn.Linear, outgoing: nn.Linear,
                    units: Tensor) -> None:
-        """Zero the optimizer's moments of ``units``' rows in ``incoming`` and columns in ``outgoing``."""
-        targets = [(incoming.weight, 0), (outgoing.weight, 1)]
-        if incoming.bias is not None:
-            targets.append((incoming.bias, 0))
-        for param, dim in targets:
+        """Zero the optimizer's moments of ``units``' rows in ``incoming`` and columns in ``outgoing``, and
+        remember when, for `correct`."""
+        for param, dim in _unit_entries(incoming, outgoing):
             state = _zero_state(optimizer, param, dim, units)
             if adam_like(optimizer) and "step" in state:
                 entries = self.entries.setdefault(param, torch.full(param.shape, -1.0))
@@ -276,4 +291,4 @@ def _horizon(betas: tuple[float, float], dtype: torch.dtype) -> float:
     return -math.log(torch.finfo(dtype).eps / 2) / (1.0 - max(betas))
 
 
-__all__ = ["MomentResets", "adam_like"]
+__all__ = ["MomentResets", "adam_like", "zero_unit_moments"]

@@ -5,8 +5,14 @@ Every ``every`` optimizer steps, each hidden unit ``i`` of a layer is scored on 
 batch as ``s_i = mean_batch |h_i| / (mean_j mean_batch |h_j| + 1e-9)``; the units with ``s_i <= tau`` are
 tau-dormant and are re-initialised: fresh incoming weights from the init distribution, incoming bias 0,
 outgoing weights 0 (`rl_plasticity.units`). As in the authors' code (dopamine), their optimizer moments
-are zeroed too (``reset_optimizer_state``), with Adam's bias correction then redone for those entries'
-own age (`rl_plasticity.cbp_moments`), as for CBP.
+are zeroed too (``reset_optimizer_state``; dopamine leaves the bias's moments, here they go with the
+bias) and Adam's step count is left as it is: late in training, with betas (0.9, 0.999) and a steady
+gradient, a zeroed entry's step is then 3.2x the learning rate at first, 6.6x at its 12th update and 2x
+at its 287th, where a fresh Adam's is 1x throughout.
+``restart_bias_correction`` gives those entries a fresh Adam's updates instead, by redoing each one's
+bias correction for its own age since the reset (`rl_plasticity.cbp_moments.MomentResets`, the per-entry
+step count of the CBP paper's AdamGnT); that correction runs at every update while the entries are young
+(~16.6 / (1 - beta2) updates), which costs in proportion to how many there are.
 
 Defaults: ``tau`` 0.025 (Plasticine; the ReDo baseline in Dohare et al. 2024 uses 0.1 with L2),
 ``every`` 1000 optimizer steps (ReDo's DQN setting; Plasticine resets every 10 PPO iterations, which is
@@ -22,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rl_plasticity.cbp_moments import MomentResets
+from rl_plasticity.cbp_moments import MomentResets, zero_unit_moments
 from rl_plasticity.cbp_options import InitFn, check_init
 from rl_plasticity.hooks import capture_inputs
 from rl_plasticity.method import PlasticityMethod
@@ -37,6 +43,8 @@ class ReDoOptions:
         init: distribution of the redrawn incoming weights, a name in `cbp_options.INITS` or a callable.
         nonlinearity: the hidden activation, for the gain of ``kaiming`` and ``xavier`` redraws.
         reset_optimizer_state: zero the optimizer's moments of the re-initialised rows and columns.
+        restart_bias_correction: with ``reset_optimizer_state`` and Adam, bias-correct the zeroed entries
+            for their own age, as a fresh Adam would (off: the optimizer's step count, as ReDo's code).
     """
 
     tau: float = 0.025
@@ -44,6 +52,7 @@ class ReDoOptions:
     init: str | InitFn = "pytorch_default"
     nonlinearity: str = "relu"
     reset_optimizer_state: bool = True
+    restart_bias_correction: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.tau) and 0.0 <= self.tau < 1.0):
@@ -99,7 +108,10 @@ class ReDo(PlasticityMethod):
             rows = draw_rows(len(units), incoming, options.init, options.nonlinearity, self.generator)
             reinitialise_units(incoming, outgoing, units, rows)
             if options.reset_optimizer_state and self.optimizer is not None:
-                self._moments_reset_at.zero_units(self.optimizer, incoming, outgoing, units)
+                if options.restart_bias_correction:
+                    self._moments_reset_at.zero_units(self.optimizer, incoming, outgoing, units)
+                else:
+                    zero_unit_moments(self.optimizer, incoming, outgoing, units)
             self.reset_total[k] += len(units)
         self.dormant_fraction = dormant / units_seen
         self._latest = [None] * len(self._latest)

@@ -81,6 +81,35 @@ def test_redo_zeroes_the_adam_moments_of_what_it_resets() -> None:
     assert state[first.weight]["exp_avg"][0].abs().sum() > 0
 
 
+@pytest.mark.parametrize("restart", [False, True])
+def test_redo_bias_corrects_the_zeroed_entries_by_the_optimizers_age_or_their_own(restart: bool) -> None:
+    """The first update after a reset, against Adam's formula: zeroed moments that see one gradient g are
+    m = (1 - beta1) g and v = (1 - beta2) g^2. ReDo's code bias-corrects them for the optimizer's step
+    count t (here 3); ``restart_bias_correction`` for their own age, 1, as a fresh Adam would. (The unit's
+    outgoing column: its incoming row has no gradient while the column is still zero.)"""
+    net = mlp(5, 8, 3)
+    first, head = linears(net)
+    with torch.no_grad():
+        first.weight[4] = 0.0
+        first.bias[4] = -1.0
+    lr, (beta1, beta2), eps = 1e-2, (0.9, 0.999), 1e-8
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=(beta1, beta2), eps=eps)
+    ReDo(linears(net), optimizer, tau=0.0, every=2, restart_bias_correction=restart,
+         generator=torch.Generator().manual_seed(0))
+    x, y = torch.randn(16, 5), torch.randn(16, 3)
+    for _ in range(2):
+        train_step(net, optimizer, x, y)
+    before = head.weight[:, 4].detach().clone()
+    train_step(net, optimizer, x, y)
+    g = head.weight.grad[:, 4]
+    assert g.abs().min() > 0
+    m, v = (1 - beta1) * g, (1 - beta2) * g * g
+    age = 1 if restart else 3
+    step = lr * (m / (1 - beta1**age)) / ((v / (1 - beta2**age)).sqrt() + eps)
+    torch.testing.assert_close(head.weight[:, 4].detach(), before - step, rtol=1e-5, atol=1e-7)
+    assert optimizer.state[head.weight]["step"] == 3  # the optimizer's own count is never touched
+
+
 # ---------------------------------------------------------------------- Shrink & Perturb
 def test_shrink_perturb_mixes_in_a_fresh_init_draw() -> None:
     net = mlp(4, 6, 2)

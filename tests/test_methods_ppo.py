@@ -63,10 +63,12 @@ def test_networks_chooses_where_a_method_acts() -> None:
         assert list(trainer.agent.methods["weight_clipping"]) == ["value"]
 
 
-def test_methods_combine_with_cbp_and_a_run_with_them_resumes_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("restart", ["false", "true"])  # ReDo's moments: the optimizer's age or their own
+def test_methods_combine_with_cbp_and_a_run_with_them_resumes_exactly(tmp_path: Path, restart: str) -> None:
     every_method = [f"methods.{name}.enabled=true" for name in (*ACTING, "layer_norm")]
     settings = (*TINY, "cbp.enabled=true", "cbp.maturity_threshold=2", "cbp.replacement_rate=0.05",
-                *every_method, *(s for v in ACTING.values() for s in v))
+                *every_method, *(s for v in ACTING.values() for s in v),
+                f"methods.redo.restart_bias_correction={restart}")
     with make_trainer(*settings, run_dir=tmp_path / "whole") as trainer:
         trainer.train(progress=False)
     with make_trainer(*settings, run_dir=tmp_path / "split") as trainer:
