@@ -57,10 +57,10 @@ class ReDoSettings(MethodSettings):
     init: str = setting("lecun", "distribution of a re-initialised unit's incoming weights", choices=INITS)
     reset_optimizer_state: bool = setting(True, "zero Adam's moments of re-initialised units (as ReDo's "
                                           "code does)")
-    restart_bias_correction: bool = setting(False, "with reset_optimizer_state, bias-correct the zeroed "
+    restart_bias_correction: bool = setting(True, "with reset_optimizer_state, bias-correct the zeroed "
                                             "entries for their own age since the reset, as a fresh Adam "
-                                            "would (costs a correction per update while they are young); "
-                                            "off: Adam's step count, as ReDo's code")
+                                            "would (a correction per update while they are young); false: "
+                                            "by Adam's step count, as ReDo's code")
 
 
 @dataclass

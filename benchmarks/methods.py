@@ -48,8 +48,8 @@ OVERHEAD = {  # each acting at its published period; CBP at the paper's settings
     "cbp": ["cbp.enabled=true", "cbp.maturity_threshold=0"],
     "redo": ["methods.redo.enabled=true", "methods.redo.every=160"],  # a check every iteration
     "redo_default": ["methods.redo.enabled=true"],  # every 1000 updates
-    "redo_default_restart": ["methods.redo.enabled=true",  # the zeroed moments bias-corrected for their age
-                             "methods.redo.restart_bias_correction=true"],
+    "redo_default_optax": ["methods.redo.enabled=true",  # zeroed moments under Adam's step count (dopamine)
+                           "methods.redo.restart_bias_correction=false"],
     "shrink_perturb": ["methods.shrink_perturb.enabled=true"],  # every 1000 updates, a fresh draw
     "shrink_perturb_soft": ["methods.shrink_perturb.enabled=true", "methods.shrink_perturb.every=1",
                             "methods.shrink_perturb.toward=initial"],  # Plasticine's: every update
@@ -57,6 +57,7 @@ OVERHEAD = {  # each acting at its published period; CBP at the paper's settings
     "l2_init": ["methods.l2_init.enabled=true"],
     "reset": ["methods.reset.enabled=true", "methods.reset.every=160"],  # a reset every iteration
     "parseval": ["methods.parseval.enabled=true"],
+    "layer_norm": ["methods.layer_norm.enabled=true"],  # an architecture: LayerNorm's kernels
     "nap": ["methods.layer_norm.enabled=true", "methods.weight_projection.enabled=true"],
     "crelu": ["methods.crelu.enabled=true"],  # an architecture: its cost is the wider layers' arithmetic
 }

@@ -6,13 +6,14 @@ batch as ``s_i = mean_batch |h_i| / (mean_j mean_batch |h_j| + 1e-9)``; the unit
 tau-dormant and are re-initialised: fresh incoming weights from the init distribution, incoming bias 0,
 outgoing weights 0 (`rl_plasticity.units`). As in the authors' code (dopamine), their optimizer moments
 are zeroed too (``reset_optimizer_state``; dopamine leaves the bias's moments, here they go with the
-bias) and Adam's step count is left as it is: late in training, with betas (0.9, 0.999) and a steady
-gradient, a zeroed entry's step is then 3.2x the learning rate at first, 6.6x at its 12th update and 2x
-at its 287th, where a fresh Adam's is 1x throughout.
-``restart_bias_correction`` gives those entries a fresh Adam's updates instead, by redoing each one's
-bias correction for its own age since the reset (`rl_plasticity.cbp_moments.MomentResets`, the per-entry
-step count of the CBP paper's AdamGnT); that correction runs at every update while the entries are young
-(~16.6 / (1 - beta2) updates), which costs in proportion to how many there are.
+bias). Dopamine's Adam (optax) then bias-corrects the zeroed entries by its own step count: late in
+training, with betas (0.9, 0.999) and a steady gradient, such an entry's step is 3.2x the learning rate
+at first, 6.6x at its 12th update and 2x at its 287th, where a fresh Adam's is 1x throughout. By default
+(``restart_bias_correction``) each zeroed entry is bias-corrected for its own age since the reset
+instead, the per-entry step count of the CBP paper's AdamGnT (`rl_plasticity.cbp_moments.MomentResets`):
+a fresh Adam's update, at the price of a correction at every update while entries are young (~16.6 /
+(1 - beta2) updates). On the demo protocol (5 seeds, docs/methods.md) this default ended with fewer
+dormant policy units than dopamine's treatment, the two intervals apart.
 
 Defaults: ``tau`` 0.025 (Plasticine; the ReDo baseline in Dohare et al. 2024 uses 0.1 with L2),
 ``every`` 1000 optimizer steps (ReDo's DQN setting; Plasticine resets every 10 PPO iterations, which is
@@ -44,7 +45,7 @@ class ReDoOptions:
         nonlinearity: the hidden activation, for the gain of ``kaiming`` and ``xavier`` redraws.
         reset_optimizer_state: zero the optimizer's moments of the re-initialised rows and columns.
         restart_bias_correction: with ``reset_optimizer_state`` and Adam, bias-correct the zeroed entries
-            for their own age, as a fresh Adam would (off: the optimizer's step count, as ReDo's code).
+            for their own age, as a fresh Adam would (off: by the optimizer's step count, as ReDo's code).
     """
 
     tau: float = 0.025
@@ -52,7 +53,7 @@ class ReDoOptions:
     init: str | InitFn = "pytorch_default"
     nonlinearity: str = "relu"
     reset_optimizer_state: bool = True
-    restart_bias_correction: bool = False
+    restart_bias_correction: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.tau) and 0.0 <= self.tau < 1.0):

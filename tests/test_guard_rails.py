@@ -281,42 +281,12 @@ def test_a_key_added_by_a_later_version_counts_as_its_default() -> None:
     from rl_plasticity.experiment.config import config_to_dict, load_config
     from rl_plasticity.experiment.resume import changed_keys
 
-    cbp = ["env.id=SlipperyHopper-v5", "cbp.enabled=true"]
-    config = load_config(None, cbp)
+    config = load_config(None, ["env.id=SlipperyHopper-v5"])
     saved = config_to_dict(config)
     del saved["cbp"]["floor_when_above_one"]  # as a run started before the key existed
     assert changed_keys(saved, config) == []
-    changed = load_config(None, [*cbp, "cbp.floor_when_above_one=true"])
+    changed = load_config(None, ["env.id=SlipperyHopper-v5", "cbp.floor_when_above_one=true"])
     assert changed_keys(saved, changed) == ["cbp.floor_when_above_one: False -> True"]
-
-
-def test_a_key_whose_default_differs_from_the_former_behaviour_counts_as_that_behaviour() -> None:
-    """ReDo's ``restart_bias_correction`` was always on before the key existed, and is off by default now:
-    an older ReDo run continues only under the behaviour it was trained with."""
-    from rl_plasticity.experiment.config import config_to_dict, load_config
-    from rl_plasticity.experiment.resume import changed_keys
-
-    redo = ["env.id=SlipperyHopper-v5", "methods.redo.enabled=true"]
-    saved = config_to_dict(load_config(None, redo))
-    del saved["methods"]["redo"]["restart_bias_correction"]
-    assert changed_keys(saved, load_config(None, redo)) == [
-        "methods.redo.restart_bias_correction: True -> False"]
-    assert changed_keys(saved, load_config(None, [*redo, "methods.redo.restart_bias_correction=true"])) == []
-    plain = config_to_dict(load_config(None, ["env.id=SlipperyHopper-v5"]))
-    del plain["methods"]["redo"]["restart_bias_correction"]  # ReDo off: the key changes nothing
-    assert changed_keys(plain, load_config(None, ["env.id=SlipperyHopper-v5"])) == []
-
-
-def test_options_of_a_method_off_in_both_configs_do_not_count() -> None:
-    from rl_plasticity.experiment.config import config_to_dict, load_config
-    from rl_plasticity.experiment.resume import changed_keys
-
-    base = ["env.id=SlipperyHopper-v5"]
-    saved = config_to_dict(load_config(None, base))
-    assert changed_keys(saved, load_config(None, [*base, "methods.redo.tau=0.1", "cbp.decay_rate=0.9"])) == []
-    redo = load_config(None, [*base, "methods.redo.enabled=true", "methods.redo.tau=0.1"])
-    assert changed_keys(saved, redo) == ["methods.redo.enabled: False -> True",
-                                         "methods.redo.tau: 0.025 -> 0.1"]
 
 
 DISK_FILLS_AFTER_THE_FIRST_CHECKPOINT = """\

@@ -42,27 +42,19 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 #: What a divergence message recommends; a resume after a divergence may change these (and records it).
 AFTER_DIVERGENCE_KEYS = ("optimizer.lr", "ppo.max_grad_norm")
 
-#: Keys added with a default other than what the versions before them did: a saved config that lacks
-#: one was trained with the value here, not with today's default.
-FORMER_BEHAVIOUR = {"methods.redo.restart_bias_correction": True}
-
 
 def changed_keys(saved: dict[str, Any], config: Config, also_allowed: tuple[str, ...] = ()) -> list[str]:
     """``"key: saved -> now"`` for every key that differs between a checkpoint's config and ``config``,
-    ignoring `RESUMABLE_KEYS`, ``also_allowed`` and the options of a section (``cbp``, ``methods.redo``)
-    that is disabled in both. A key the saved config lacks (added by a later version) counts as its
-    default under the saved preset, or as its `FORMER_BEHAVIOUR`: the run was trained with that."""
+    ignoring `RESUMABLE_KEYS` and ``also_allowed``. A key the saved config lacks (added by a later
+    version) counts as its default under the saved preset: the run was trained with that behaviour."""
     before, after = _flatten(saved), _flatten(config_to_dict(config))
     preset = saved.get("preset") if saved.get("preset") in PRESETS else "dohare"
     defaults = _flatten(config_to_dict(build_config([("defaults", {"preset": preset})])))
-    before = {**{k: v for k, v in {**defaults, **FORMER_BEHAVIOUR}.items() if k not in before}, **before}
+    before = {**{k: v for k, v in defaults.items() if k not in before}, **before}
     differences = []
     for key in sorted(before.keys() | after.keys()):
         if key.startswith(RESUMABLE_KEYS + also_allowed) or before.get(key) == after.get(key):
             continue
-        switch = f"{key.rpartition('.')[0]}.enabled"
-        if before.get(switch) is False and after.get(switch) is False:
-            continue  # options of a method that acts in neither run
         differences.append(f"{key}: {before.get(key, '(absent)')!r} -> {after.get(key, '(absent)')!r}")
     return differences
 
