@@ -32,7 +32,7 @@ from rl_plasticity.cbp_statistics import RunningStatistics
 from rl_plasticity.cbp_utilities import UTILITY_RULES
 from rl_plasticity.cbp_utilities import debias as _debias
 from rl_plasticity.hooks import capture_inputs, check_linear_chain, linear_layers, nonnegative_inputs
-from rl_plasticity.method import PlasticityMethod
+from rl_plasticity.method import PlasticityMethod, check_switches
 from rl_plasticity.units import draw_rows, reinitialise_units
 
 __all__ = ["INITS", "UTILITIES", "CBPOptions", "ContinualBackprop", "InitFn"]
@@ -107,7 +107,7 @@ class ContinualBackprop(PlasticityMethod):
         if unknown:
             raise TypeError(f"ContinualBackprop got unknown option(s) {', '.join(unknown)}; the options are "
                             f"{', '.join(OPTION_NAMES)}")
-        self.options = CBPOptions(**options)
+        self.options = check_switches(CBPOptions(**options))
         _validate(self.layers, optimizer, self.options)
         self.optimizer = optimizer
         if generator is None:

@@ -54,7 +54,7 @@ class PlasticityMethod:
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown option(s) {', '.join(unknown)}; the options "
                             f"are {', '.join(sorted(known))}")
-        self.options = self.Options(**options)
+        self.options = check_switches(self.Options(**options))
         if self.needs_optimizer and optimizer is None:
             raise ValueError(f"{type(self).__name__} acts at optimizer steps: pass optimizer=...")
         self.optimizer = optimizer
@@ -119,4 +119,14 @@ class PlasticityMethod:
         return f"{type(self).__name__}({options}, updates={self.updates})"
 
 
-__all__ = ["METHODS", "PlasticityMethod"]
+def check_switches(options: Any) -> Any:
+    """``options`` (a dataclass), once every ``bool`` option holds a bool: a string such as ``"false"``
+    would otherwise be truthy and silently switch the option on."""
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        if field.type in ("bool", bool) and not isinstance(value, bool):
+            raise ValueError(f"{field.name} must be True or False, got {value!r}")
+    return options
+
+
+__all__ = ["METHODS", "PlasticityMethod", "check_switches"]

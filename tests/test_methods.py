@@ -333,6 +333,20 @@ def test_a_state_round_trip_continues_identically_and_remove_detaches(name: str)
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), plain.parameters(), strict=True))
 
 
+SWITCHES = {"cbp": "bias_correction", "redo": "restart_bias_correction", "weight_clipping": "skip_last",
+            "parseval": "include_last"}
+
+
+@pytest.mark.parametrize("name", sorted(SWITCHES))
+def test_a_switch_given_as_a_string_is_refused_not_read_as_on(name: str) -> None:
+    net = mlp(3, 4, 4, 1)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=f"{SWITCHES[name]} must be True or False, got 'false'"):
+        METHODS[name](linears(net), optimizer, **{SWITCHES[name]: "false"})
+    assert getattr(METHODS[name](linears(net), optimizer, **{SWITCHES[name]: False}).options,
+                   SWITCHES[name]) is False
+
+
 @pytest.mark.parametrize("name", sorted(ACTIVE))
 def test_options_are_checked_by_name_and_value(name: str) -> None:
     net = mlp(3, 4, 1)
