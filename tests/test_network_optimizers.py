@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from agents.network_optimizers import NetworkOptimizers
+from agents.network_optimizers import EagerAdam, NetworkOptimizers
 
 OPTIONS = {"lr": 1e-2, "betas": (0.99, 0.99), "eps": 1e-8, "weight_decay": 1e-3, "fused": True}
 
@@ -187,3 +190,42 @@ def test_a_parameter_given_other_memory_is_stepped_where_it_now_lives() -> None:
     for name in reference_nets:
         for a, b in zip(reference_nets[name].parameters(), flat_nets[name].parameters(), strict=True):
             assert torch.equal(a, b)
+
+
+def test_a_whole_training_run_never_imports_torch_dynamo(tmp_path) -> None:
+    """Building the agent's optimizers, stepping, checkpointing and resuming stay clear of the ~1 s
+    import of torch._dynamo that torch's own Adam makes when it is built (a fresh process: this one may
+    have imported it already)."""
+    script = f"""
+import sys, torch
+from rl_plasticity.experiment.cli import main
+for steps in (4096, 8192):  # the second run resumes from the first one's checkpoint
+    sys.argv = ["rl-plasticity", "train", "configs/slippery_ant/ppo_cbp.yaml", "--total-steps", str(steps),
+                "--logdir", {str(tmp_path)!r}, "--quiet", "--set", "ppo.rollout_steps=1024",
+                "--set", "run.checkpoint_every=2048"]
+    assert main() in (0, None)
+adam = torch.optim.Optimizer
+print("torch._dynamo" in sys.modules, torch.optim.Adam.add_param_group is adam.add_param_group)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    # torch's Adam itself is untouched (only the agent's own subclass skips the wrapper)
+    assert result.stdout.split()[-2:] == ["False", "True"], result.stdout
+
+
+def test_eager_adam_is_torchs_adam_but_for_the_dynamo_wrapper() -> None:
+    for name in ("add_param_group", "state_dict", "load_state_dict", "zero_grad"):
+        wrapped = getattr(torch.optim.Optimizer, name)
+        assert getattr(EagerAdam, name) is wrapped.__wrapped__, name
+    torch.manual_seed(0)
+    plain, eager = nn.Linear(4, 3), nn.Linear(4, 3)
+    eager.load_state_dict(plain.state_dict())
+    optimizers = [torch.optim.Adam(plain.parameters(), lr=0.1), EagerAdam(eager.parameters(), lr=0.1)]
+    for _ in range(3):
+        for net, optimizer in zip((plain, eager), optimizers, strict=True):
+            optimizer.zero_grad()
+            net(torch.ones(2, 4)).square().sum().backward()
+            optimizer.step()
+    assert torch.equal(plain.weight, eager.weight)
+    assert str(optimizers[0].state_dict()) == str(optimizers[1].state_dict())
