@@ -109,7 +109,7 @@ def test_user_errors_exit_2_with_the_key_and_no_traceback(
 def test_missing_config_a_finished_run_and_a_foreign_directory(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
-    assert "not found" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
     config = tmp_path / "c.yaml"
     config.write_text("env: {id: Pendulum-v1}\nppo: {hidden_sizes: [8]}\n")
     run = ["train", str(config), "--logdir", str(tmp_path / "runs"), "--quiet", "--total-steps", "256",

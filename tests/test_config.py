@@ -98,7 +98,7 @@ def test_errors_name_the_file_they_come_from(tmp_path: Path) -> None:
     path.write_text("ppo: {gamma: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
 
 

@@ -92,6 +92,7 @@ def test_a_run_without_checkpoints_still_refuses_other_settings(tmp_path: Path, 
     assert main(train) == 0
     for _, path in list_checkpoints(tmp_path / "r"):  # as if killed before its first checkpoint
         path.unlink()
+    (tmp_path / "r" / "progress.json").write_text('{"status": "running", "step": 128, "total_steps": 256}')
     before = snapshot(tmp_path / "r")
     refused([*train, "--set", "env.id=SlipperyWalker2d-v5"], capsys,
             "different config (env.id: 'SlipperyHopper-v5' -> 'SlipperyWalker2d-v5')", "--fresh")

@@ -181,7 +181,7 @@ def test_a_gravity_drift_reports_its_segments_by_name(tmp_path: Path) -> None:
     assert summary.drift_parameter == "gravity" and summary.segment_values == pytest.approx([-9.81, -4.9])
     make_report(tmp_path, tmp_path / "out")
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "each gravity segment" in text and "| gravity (mean over seeds) |" in text
+    assert "each complete gravity segment" in text and "| gravity (mean over seeds) |" in text
 
 
 def test_the_methods_statistics_are_reported_at_the_end(tmp_path: Path) -> None:

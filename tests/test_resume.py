@@ -219,7 +219,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(
 
     def fsync_on_a_full_disk(descriptor: int) -> None:
         calls.append(descriptor)
-        if len(calls) > 2:  # the first checkpoint (file + directory) succeeds
+        if len(calls) > 4:  # config.yaml and the first checkpoint (each file + directory) succeed
             raise OSError(28, "No space left on device")
         real_fsync(descriptor)
 

@@ -102,8 +102,8 @@ def test_report_shows_retention_visits_and_trends(tmp_path: Path) -> None:
     assert ppo.visits[-1].metrics["policy/dormant"].mean == pytest.approx(0.5)
     markdown = make_report(logdir, tmp_path / "out")["markdown"].read_text()
     assert "## Retention" in markdown
-    assert "| ppo | 5 | 0.40 [0.40, 0.40] |" in markdown
-    assert "| cbp | 5 | 1.93 [1.93, 1.93] |" in markdown
+    assert "| ppo | 5: seed0, seed1, seed2, seed3, seed4 | 0.40 [0.40, 0.40] |" in markdown
+    assert "| cbp | 5: seed0, seed1, seed2, seed3, seed4 | 1.93 [1.93, 1.93] |" in markdown
     assert "| policy/dormant | 0.000 [0.000, 0.000] | 0.500 [0.500, 0.500] |" in markdown
 
 

@@ -45,6 +45,7 @@ from agents.sb3.attach import CBPPair, attach, attach_cbp, attached_cbp, attache
 from agents.sb3.callback import PlasticityCallback
 from agents.sb3.networks import network_layers, plasticity_probes
 from agents.sb3.persistence import (
+    SidecarError,
     cbp_sidecar_path,
     load_with_cbp,
     load_with_methods,
@@ -56,6 +57,7 @@ from agents.sb3.schedule import FrictionSchedule, piecewise_schedule
 
 __all__ = [
     "CBPPair",
+    "SidecarError",
     "FrictionSchedule",
     "PlasticityCallback",
     "attach",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,37 @@ def methods_sidecar_path(path: str | os.PathLike[str]) -> Path:
     return _beside(path, METHODS_SUFFIX)
 
 
-def _read_sidecar(sidecar: Path, path: str | os.PathLike[str], saver: str, otherwise: str) -> dict[str, Any]:
+class SidecarError(ValueError):
+    """A sidecar that cannot be used with its model: unreadable, of another kind, or another model's."""
+
+
+def model_identity(model: BaseAlgorithm) -> str:
+    """SHA-256 of the policy's parameters and buffers (names, shapes, dtypes, bytes): what a sidecar
+    records at save time, so that it is only ever restored onto the model it was saved with."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.policy.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _read_sidecar(sidecar: Path, path: str | os.PathLike[str], saver: str, otherwise: str,
+                  kind: str) -> dict[str, Any]:
     if not sidecar.is_file():
         raise FileNotFoundError(f"{sidecar} not found: {path} was not saved with {saver}; load it with the "
                                 f"SB3 class's load() and {otherwise}")
-    saved = torch.load(sidecar, weights_only=True)
-    if saved.get("format") != _SIDECAR_FORMAT:
-        raise ValueError(f"{sidecar} has format {saved.get('format')!r}; this version reads "
-                         f"{_SIDECAR_FORMAT}")
+    try:
+        saved = torch.load(sidecar, weights_only=True)
+    except Exception:  # empty, truncated or not a torch file at all
+        reason = "the file is empty" if sidecar.stat().st_size == 0 else \
+            "not a file torch.save wrote, or a truncated one"
+        raise SidecarError(f"{sidecar} cannot be read as a sidecar ({reason}); save the model again with "
+                           f"{saver}, or load it with the SB3 class's load() and {otherwise}") from None
+    if not isinstance(saved, dict) or saved.get("format") != _SIDECAR_FORMAT or kind not in saved:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        raise SidecarError(f"{sidecar} is not a {saver} sidecar of this version (format {found!r}, expected "
+                           f"{_SIDECAR_FORMAT} with its {kind!r} entry); save the model again with {saver}")
     return saved
 
 
@@ -60,9 +84,14 @@ def _load_model(path: str | os.PathLike[str], saved: dict[str, Any], env: Any,
     model = algorithm.load(path, env=env, **(load_kwargs or {}))
     recorded = saved.get("num_timesteps")  # sidecars from before this check have none
     if recorded is not None and recorded != model.num_timesteps:
-        raise ValueError(f"{path} is at step {model.num_timesteps} but its sidecar was saved at step "
-                         f"{recorded}: the model was saved again without it; save both together "
-                         f"(save_with_cbp / save_with_methods) or attach the methods afresh")
+        raise SidecarError(f"{path} is at step {model.num_timesteps} but its sidecar was saved at step "
+                           f"{recorded}: the model was saved again without it; save both together "
+                           f"(save_with_cbp / save_with_methods) or attach the methods afresh")
+    identity = saved.get("model_identity")  # likewise
+    if identity is not None and identity != model_identity(model):
+        raise SidecarError(f"the sidecar beside {path} belongs to another model (its parameters at save time "
+                           f"differ from this model's): it was copied or left from another run; save both "
+                           f"together (save_with_cbp / save_with_methods) or attach the methods afresh")
     return model
 
 
@@ -84,13 +113,24 @@ def save_with_cbp(model: BaseAlgorithm, path: str | os.PathLike[str], cbps: CBPP
         raise ValueError("no CBP attached to this model: pass cbps=attach_cbp(model, ...) or use model.save")
     model.save(path)
     sidecar = cbp_sidecar_path(path)
-    torch.save({
+    _save_atomically({
         "format": _SIDECAR_FORMAT,
         "num_timesteps": model.num_timesteps,
+        "model_identity": model_identity(model),
         "hyperparameters": {name: _hyperparameters(cbp) for name, cbp in zip(NETWORKS, cbps, strict=True)},
         "state": {name: cbp.state_dict() for name, cbp in zip(NETWORKS, cbps, strict=True)},
     }, sidecar)
     return sidecar
+
+
+def _save_atomically(data: dict[str, Any], sidecar: Path) -> None:
+    """``torch.save`` to a temporary file renamed over ``sidecar``: a crash never leaves half of one."""
+    temporary = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.partial")
+    try:
+        torch.save(data, temporary)
+        os.replace(temporary, sidecar)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def load_with_cbp(
@@ -108,7 +148,8 @@ def load_with_cbp(
     and must be passed again. Continue with ``model.learn(..., reset_num_timesteps=False)`` to keep the
     step count (and so the TensorBoard curves and a callback-owned friction schedule) going.
     """
-    saved = _read_sidecar(cbp_sidecar_path(path), path, "save_with_cbp", "call attach_cbp for a fresh CBP")
+    saved = _read_sidecar(cbp_sidecar_path(path), path, "save_with_cbp", "call attach_cbp for a fresh CBP",
+                          "state")
     kwargs = {name: {**saved["hyperparameters"][name], **cbp_kwargs} for name in NETWORKS}
     if any(k["init"] is None for k in kwargs.values()):
         raise ValueError(f"{path} was saved with a callable CBP init, which is not stored: pass init=...")
@@ -137,13 +178,14 @@ def save_with_methods(model: BaseAlgorithm, path: str | os.PathLike[str]) -> Pat
     def record(name: str, method: Any) -> dict[str, Any]:
         return {"options": _storable_options(name, method), "state": method.state_dict()}
 
-    saved: dict[str, Any] = {"format": _SIDECAR_FORMAT, "num_timesteps": model.num_timesteps, "methods": {
+    saved: dict[str, Any] = {"format": _SIDECAR_FORMAT, "num_timesteps": model.num_timesteps,
+                             "model_identity": model_identity(model), "methods": {
         name: {net: record(name, m) for net, m in nets.items()} for name, nets in methods.items()}}
     if cbps is not None:
         saved["cbp"] = {net: record("cbp", cbp) for net, cbp in zip(NETWORKS, cbps, strict=True)}
     model.save(path)
     sidecar = methods_sidecar_path(path)
-    torch.save(saved, sidecar)
+    _save_atomically(saved, sidecar)
     return sidecar
 
 
@@ -153,7 +195,8 @@ def load_with_methods(path: str | os.PathLike[str], env: Any = None, *,
     """Load a model saved by `save_with_methods` and attach every method again in the state it was saved
     in; `attached_cbp` and `attached_methods` give them back. Continue with
     ``model.learn(..., reset_num_timesteps=False)``."""
-    saved = _read_sidecar(methods_sidecar_path(path), path, "save_with_methods", "attach the methods again")
+    saved = _read_sidecar(methods_sidecar_path(path), path, "save_with_methods", "attach the methods again",
+                          "methods")
     model = _load_model(path, saved, env, algorithm, load_kwargs)
     if "cbp" in saved:
         pair = attach_pair(model, saved["cbp"]["policy"]["options"], saved["cbp"]["value"]["options"])

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from rl_plasticity.experiment.files import fsync_directory, path_problem
 from rl_plasticity.experiment.run_directory import RunDirectory
 
 FORMAT_VERSION = 2
@@ -53,7 +54,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(partial, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
         if not verify_checkpoint(path):
             path.unlink(missing_ok=True)
             raise CheckpointError(f"checkpoint {path} does not read back as written (a failing disk?); "
@@ -66,17 +67,6 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
                                   f"intact)") from None
         raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
     return path
-
-
-def _fsync_directory(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def verify_checkpoint(path: str | Path) -> bool:
@@ -95,9 +85,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and verify a checkpoint written by `save_checkpoint`. It holds numpy arrays and RNG states,
     so it is unpickled in full: load only checkpoints you trust."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
-    data = path.read_bytes()
+    problem = path_problem(path, "file")
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {str(path)!r} {problem}")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({error.strerror})") from None
     header = len(_MAGIC) + _DIGEST_BYTES
     if len(data) < header or not data.startswith(_MAGIC):
         raise CheckpointError(f"{path} is not an rl-plasticity checkpoint (or was truncated)")
@@ -120,7 +114,7 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     found = []
     for path in folder.glob("step_*.pt") if folder.is_dir() else []:
         match = _NAME.match(path.name)
-        if match:
+        if match and not path.is_dir():  # a folder named like a checkpoint is not one
             found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -151,13 +145,17 @@ def latest_checkpoint(run_dir: str | Path, accept: Callable[[dict[str, Any]], st
     return None
 
 
-def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
-    """Remove verified checkpoints older than the newest ``keep`` verified ones (``keep <= 0`` keeps
-    all); returns the removed. A file that does not verify never counts towards ``keep`` and is left
-    where it is, so a stray or damaged file named like a newer checkpoint cannot push out the good ones."""
+def prune_checkpoints(run_dir: str | Path, keep: int,
+                      resumable: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Remove resumable checkpoints older than the newest ``keep`` resumable ones (``keep <= 0`` keeps
+    all); returns the removed. A checkpoint is resumable when it verifies and ``resumable(path)`` (if
+    given: whether its state can be trained on, e.g. holds no NaN) says so. Any other file never counts
+    towards ``keep`` and is left where it is, so a stray, damaged or non-finite file named like a newer
+    checkpoint cannot push out the good ones."""
     if keep <= 0:
         return []
-    verified = [path for _, path in list_checkpoints(run_dir) if verify_checkpoint(path)]
+    verified = [path for _, path in list_checkpoints(run_dir) if verify_checkpoint(path)
+                and (resumable is None or resumable(path))]
     removed = verified[:-keep]
     for path in removed:
         path.unlink(missing_ok=True)

@@ -8,9 +8,13 @@ message on stderr naming the problem and the fix, and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import importlib
 import os
+import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -43,28 +47,40 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from rl_plasticity.experiment.config import load_config
+    from rl_plasticity.experiment.config import Override, load_config
     from rl_plasticity.experiment.environment import backend_name
     from rl_plasticity.experiment.resume import move_aside
+    from rl_plasticity.experiment.run_lock import busy_message, holder
     from rl_plasticity.experiment.runner import Trainer, TrainingDiverged
 
-    overrides = list(args.overrides)
+    overrides: list[Override] = list(args.overrides)
     if args.seed is not None:
-        overrides.append(f"run.seed={args.seed}")
+        overrides.append((f"--seed {args.seed}", f"run.seed={args.seed}"))
     if args.total_steps is not None:
-        overrides.append(f"run.total_steps={args.total_steps}")
+        overrides.append((f"--total-steps {args.total_steps}", f"run.total_steps={args.total_steps}"))
     config = load_config(args.config, overrides)
+    if args.run_name is not None:
+        _check_run_name(args.run_name)
     run_dir = Path(args.logdir) / (args.run_name or run_name(Path(args.config).stem, config.run.seed))
     _check_run_dir(run_dir)
     if args.fresh and run_dir.exists():
+        pid = holder(run_dir)
+        if pid is not None:
+            raise UserError(f"--fresh: {busy_message(run_dir, pid)}")
         print(f"--fresh: moved the previous run to {move_aside(run_dir)}", file=sys.stderr)
 
     trainer = Trainer(config, run_dir)
     if trainer.config_changes:
         print(f"after the divergence, changed: {'; '.join(trainer.config_changes)} (recorded in "
               f"{RunDirectory(run_dir).config_changes_file})", file=sys.stderr)
-    if trainer.agent.global_step >= config.run.total_steps:
+    if trainer.finished:
         trainer.close()
+        trained, asked = trainer.trained_length or trainer.agent.global_step, config.run.total_steps
+        if trained > asked:
+            raise UserError(
+                f"{run_dir} was trained to run.total_steps {trained:,}, more than the {asked:,} asked; its "
+                f"record stands for the longer run and is kept: pass --fresh to train {asked:,} steps "
+                f"from the start (the old run is moved aside), or choose another --run-name")
         print(f"{run_dir} already finished ({trainer.agent.global_step:,} of {config.run.total_steps:,} "
               f"steps); pass --total-steps to extend it or --fresh to start over", file=sys.stderr)
         return 0
@@ -97,6 +113,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _check_run_dir(run_dir: Path) -> None:
     """A non-empty directory that is not a run is someone else's: never train into it."""
+    from rl_plasticity.experiment.run_lock import busy_message, holder
+
+    _check_utf8(run_dir, "--logdir / --run-name")
+    if run_dir.is_dir() and (pid := holder(run_dir)) is not None:
+        raise UserError(busy_message(run_dir, pid))
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{str(run_dir)!r} is a file, not a run directory; choose another --run-name or "
                         f"--logdir")
@@ -106,6 +127,26 @@ def _check_run_dir(run_dir: Path) -> None:
         raise UserError(f"{str(run_dir)!r} exists and is not a run directory (no config.yaml, checkpoints, "
                         f"progress.json or TensorBoard events), so it is left alone; choose another "
                         f"--run-name or --logdir")
+
+
+def _check_utf8(path: Path, flags: str) -> None:
+    """TensorBoard writes and reads only UTF-8 paths; a name in another encoding would crash it."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"the path {os.fsdecode(path)!r} is not valid UTF-8, which TensorBoard cannot "
+                        f"write to or read; choose a {flags} in UTF-8") from None
+
+
+def _check_run_name(name: str) -> None:
+    """A run name is a relative path below --logdir."""
+    if not name.strip() or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise UserError(f"--run-name {name!r} must be a relative path below --logdir, e.g. "
+                        f"my_config/seed0")
+    too_long = [part for part in Path(name).parts if len(os.fsencode(part)) > 255]
+    if too_long:
+        raise UserError(f"--run-name has a folder name of {len(os.fsencode(too_long[0])):,} bytes, over the "
+                        f"file system's 255; choose a shorter --run-name")
 
 
 def _whole_number(text: str, minimum: int) -> int:
@@ -134,25 +175,29 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         "without it, list every key with its default and meaning")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (repeatable)")
-    parser.add_argument("--preset", default="dohare", help="preset whose defaults the key list shows")
+    parser.add_argument("--preset", help="preset to resolve under (as --set preset=NAME; overrides the "
+                        "file's), or whose defaults the key list shows (default dohare)")
 
 
 def run_config(args: argparse.Namespace) -> int:
     from rl_plasticity.experiment.config import (
         PRESETS,
         ConfigError,
+        Override,
         config_to_yaml,
         describe_keys,
         load_config,
     )
 
+    preset = args.preset or "dohare"
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset {preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
     if args.config is not None or args.overrides:
-        print(config_to_yaml(load_config(args.config, args.overrides)), end="")
+        overrides: list[Override] = [(f"--preset {preset}", f"preset={preset}")] if args.preset else []
+        print(config_to_yaml(load_config(args.config, [*overrides, *args.overrides])), end="")
         return 0
-    if args.preset not in PRESETS:
-        raise ConfigError(f"--preset {args.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
-    print(f"config keys (defaults under preset {args.preset}):")
-    for key, type_name, default, doc in describe_keys(args.preset):
+    print(f"config keys (defaults under preset {preset}):")
+    for key, type_name, default, doc in describe_keys(preset):
         print(f"  {key} ({type_name}, default {default!r})\n      {doc}")
     return 0
 
@@ -190,6 +235,11 @@ def run_compare(args: argparse.Namespace) -> int:
         write_manifest,
     )
 
+    if args.backend != "ray":
+        for flag, value in (("--ray-address", args.ray_address), ("--storage", args.storage)):
+            if value is not None:
+                raise UserError(f"{flag} is for the Ray backend: add --backend ray, or drop {flag}")
+    _check_utf8(Path(args.logdir), "--logdir")
     specs = run_matrix(args.configs, args.seeds, args.logdir, args.total_steps, args.overrides,
                        first_seed=args.first_seed)
     validate_configs(specs)  # a bad key fails here, once, not in every run
@@ -233,6 +283,10 @@ def run_report(args: argparse.Namespace) -> int:
     def warn(message: str) -> None:
         print(f"rl-plasticity report: warning: {message}", file=sys.stderr)
 
+    _check_utf8(Path(args.logdir), "log directory")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out!r} is a file, not a directory; pass a directory for report.png, "
+                        f"report.md and summary.csv")
     paths = make_report(Path(args.logdir), Path(args.out) if args.out else None, warn)
     for kind, path in paths.items():
         print(f"{kind:9s} {path}")
@@ -270,47 +324,114 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _readable_output()
     args = build_parser().parse_args(argv)
-    from rl_plasticity.experiment.checkpoint import CheckpointError
-    from rl_plasticity.experiment.compare import CompareError
-    from rl_plasticity.experiment.config import ConfigError
-    from rl_plasticity.experiment.runs import RunsError
-
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning(args.command)
     try:
-        return args.handler(args)
-    except (ConfigError, UserError, FileNotFoundError, CheckpointError, CompareError, RunsError) as error:
-        print(f"rl-plasticity {args.command}: error: {error}", file=sys.stderr)
-        return USER_ERROR
+        return _run(args)
+    finally:
+        warnings.formatwarning = previous_format
+
+
+#: the heavy modules each command needs (torch, MuJoCo, matplotlib), loaded before it runs
+_MODULES = {"train": "rl_plasticity.experiment.runner", "compare": "rl_plasticity.experiment.compare",
+            "report": "rl_plasticity.experiment.report", "config": "rl_plasticity.experiment.config"}
+
+
+def _load_modules(command: str) -> None:
+    """Imports what ``command`` needs with Ctrl-C held back until the imports are done: an import cut
+    short leaves a half-built module behind (numpy without its functions), which fails later with a
+    confusing error instead of stopping."""
+    requested: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: requested.append(number))
+    try:
+        importlib.import_module("rl_plasticity.experiment.checkpoint")
+        importlib.import_module("rl_plasticity.experiment.runs")
+        importlib.import_module(_MODULES.get(command, "rl_plasticity.experiment.config"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if requested:
+        raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        _load_modules(args.command)
+        from rl_plasticity.experiment.checkpoint import CheckpointError
+        from rl_plasticity.experiment.compare import CompareError
+        from rl_plasticity.experiment.config import ConfigError
+        from rl_plasticity.experiment.run_lock import RunDirectoryBusy
+        from rl_plasticity.experiment.runs import RunsError
+
+        user_errors = (ConfigError, UserError, CheckpointError, CompareError, RunsError, RunDirectoryBusy)
+        try:
+            return args.handler(args)
+        except user_errors as error:
+            print(f"rl-plasticity {args.command}: error: {error}", file=sys.stderr)
+            return USER_ERROR
     except BrokenPipeError:
         # The reader went away (`rl-plasticity config | head`): not an error; silence the final flush.
         # (Before `except OSError`: a broken pipe is an OSError too.)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        # Ctrl-C before training began (building envs, loading a checkpoint): nothing was changed.
+        # Ctrl-C before training began (loading torch, building envs, loading a checkpoint): nothing
+        # was changed.
         print(f"\nrl-plasticity {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED
     except OSError as error:
-        message = _unwritable_message(error)
-        if message is None:
-            raise
-        print(f"rl-plasticity {args.command}: error: {message}", file=sys.stderr)
+        print(f"rl-plasticity {args.command}: error: {os_error_message(error)}", file=sys.stderr)
         return USER_ERROR
+
+
+def _readable_output() -> None:
+    """A path that is not valid UTF-8 (kept by Python as surrogates) prints escaped instead of raising."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
+def _one_line_warning(command: str) -> Callable[..., str]:
+    """Warnings as one line in our words: ``rl-plasticity train: warning: ...`` (no file, line or
+    source line: they name our code, not the user's input)."""
+    def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                       line: str | None = None) -> str:
+        return f"rl-plasticity {command}: warning: {' '.join(str(message).split())}\n"
+
+    return format_warning
 
 
 _WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
 
 
-def _unwritable_message(error: OSError) -> str | None:
-    """One line naming the path that cannot be written and the fix, for the OSErrors a user causes."""
+def os_error_message(error: OSError) -> str:
+    """One line naming the path and what is wrong with it, and the fix, for any OSError."""
     where = os.fsdecode(error.filename) if error.filename else "the output directory"
     if error.errno == errno.ENOSPC:
         return (f"no space left on the device writing {where}; free some space or point --logdir at "
                 f"another disk (checkpoints already written are intact)")
+    if error.errno == errno.ELOOP:
+        return f"{where} is a symbolic link loop; point the path at a real directory or file"
+    if error.errno == errno.ENAMETOOLONG:
+        return f"the path {where} is too long for the file system; choose a shorter --logdir / --run-name"
+    if error.errno == errno.ENOENT:
+        return f"{where} does not exist; check the path"
+    if error.errno in (errno.EEXIST, errno.ENOTDIR) and error.filename:
+        from rl_plasticity.experiment.files import path_problem
+
+        blocking = next((p for p in (Path(where), *Path(where).parents) if p.exists() or p.is_symlink()),
+                        Path(where))
+        problem = path_problem(blocking, "directory")
+        if problem is not None:
+            return f"cannot write {where}: {blocking} {problem}; choose a writable --logdir / --out"
     if error.errno in _WRITE_ERRORS:
         return (f"cannot write {where} ({error.strerror}); choose a writable --logdir / --out, or fix the "
                 f"permissions (nothing already written was changed)")
-    return None
+    return (f"cannot use {where} ({error.strerror or error}); check the path and the disk (nothing already "
+            f"written was changed)")
 
 
 if __name__ == "__main__":

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from rl_plasticity.experiment.files import path_problem, write_text_atomically
 from rl_plasticity.experiment.run_directory import RunDirectory, run_name, seed_folder
 
 if TYPE_CHECKING:
-    from rl_plasticity.experiment.config import Config
+    from rl_plasticity.experiment.config import Config, Override
 
 USER_ERROR_EXIT = 2  # `rl-plasticity train`'s exit code for a bad config: retrying cannot help
 
@@ -61,11 +62,13 @@ class RunSpec:
             command += ["--set", override]
         return command
 
-    def override_list(self) -> list[str]:
-        """What `train` applies on top of the file: ``--set`` overrides, the seed, the run length."""
-        overrides = [*self.overrides, f"run.seed={self.seed}"]
+    def override_list(self) -> list[Override]:
+        """What `train` applies on top of the file: ``--set`` overrides, the seed, the run length (each
+        named by the flag the user typed)."""
+        overrides: list[Override] = [*self.overrides,
+                                     (f"--first-seed/--seeds (seed {self.seed})", f"run.seed={self.seed}")]
         if self.total_steps is not None:
-            overrides.append(f"run.total_steps={self.total_steps}")
+            overrides.append((f"--total-steps {self.total_steps}", f"run.total_steps={self.total_steps}"))
         return overrides
 
     def resolved_config(self) -> Config:
@@ -105,8 +108,10 @@ def run_matrix(
         raise CompareError(f"--seeds must be at least 1, got {seeds}")
     paths = [Path(p) for p in config_paths]
     for path in paths:
-        if not path.is_file():
-            raise CompareError(f"config file {str(path)!r} does not exist")
+        problem = path_problem(path, "file")
+        if problem is not None:
+            raise CompareError(f"config file {str(path)!r} {problem}; pass YAML config files, e.g. "
+                               f"configs/quickstart/ppo.yaml")
     names: dict[str, Path] = {}
     for path in paths:
         name = path.stem
@@ -139,7 +144,14 @@ def check_existing_runs(specs: Sequence[RunSpec]) -> None:
     finished run longer than asked (its results would stand for settings nobody asked for). A finished
     run shorter than asked is extended by `train`; one of the same length is skipped."""
     from rl_plasticity.experiment.resume import run_dir_differences
+    from rl_plasticity.experiment.run_lock import holder
 
+    busy = [f"{spec.run_dir} (process {pid or '?'})" for spec in specs
+            if (pid := holder(spec.run_dir)) is not None]
+    if busy:
+        raise CompareError(f"{len(busy)} of these runs are being trained by another process: "
+                           f"{'; '.join(busy)}; wait for it to finish (its compare or train command), or "
+                           f"compare into another --logdir")
     problems = []
     for spec in specs:
         config = spec.resolved_config()
@@ -292,7 +304,7 @@ def write_manifest(specs: Sequence[RunSpec], logdir: Path) -> None:
     manifest = [{"config": s.config_name, "config_path": str(s.config_path), "seed": s.seed,
                  "run_dir": str(s.run_dir)} for s in specs]
     logdir.mkdir(parents=True, exist_ok=True)
-    (logdir / "compare.json").write_text(json.dumps(manifest, indent=2))
+    write_text_atomically(logdir / "compare.json", json.dumps(manifest, indent=2))
 
 
 __all__ = ["CompareError", "RunSpec", "check_existing_runs", "move_existing_runs_aside",

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
@@ -33,6 +35,7 @@ from agents.manual_backprop import compile_unavailable
 from agents.method_settings import MethodsSettings
 from agents.settings import PRESETS, CBPSettings, OptimizerSettings, PPOSettings, setting
 from envs.schedules import CHANGE_AT_MODES, SCHEDULE_KINDS
+from rl_plasticity.experiment.files import path_problem
 from rl_plasticity.experiment.yaml_text import DuplicateKeyError, describe_yaml_error, dump_yaml, read_yaml
 
 VECTORIZATION_MODES = ("sync", "async")
@@ -151,15 +154,21 @@ _ALIASES = {
 
 
 # ---------------------------------------------------------------------- loading
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+#: an override: ``"key=value"`` (named ``--set key=value`` in messages), or ``(what the user typed,
+#: "key=value")`` for one that a flag such as ``--seed 3`` stands for
+Override = str | tuple[str, str]
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[Override] = ()) -> Config:
     """Read ``path`` (or start from the defaults if None), apply ``key=value`` overrides, validate."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {source!r} not found; pass the path of a YAML config, e.g. "
+        problem = path_problem(path, "file")
+        if problem is not None:
+            raise ConfigError(f"config file {source!r} {problem}; pass the path of a YAML config, e.g. "
                               f"configs/quickstart/ppo.yaml")
         try:
             text = path.read_text()
@@ -181,7 +190,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{source} must hold a mapping of sections (preset, env, ppo, ...), "
                               f"not a {type(loaded).__name__}")
         raw = loaded
-    layers = [(source, raw)] + [("--set " + item, parse_override(item)) for item in overrides]
+    layers = [(source, raw)]
+    for override in overrides:
+        label, item = override if isinstance(override, tuple) else (f"--set {override}", override)
+        layers.append((label, parse_override(item)))
     return build_config(layers)
 
 
@@ -320,6 +332,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str, meta: dict[str, Any]) 
         return value
     if hint is int:
         number = _number(value)
+        if number is not None and not math.isfinite(number):
+            raise ConfigError(f"{source}: {key} = {value!r} is not a finite number{_default_hint(key)}")
         if number is None or number != int(number):
             raise _type_error(key, source, value, "an integer, e.g. 2048 or 2e6")
         return _check_range(int(number), key, source, meta)

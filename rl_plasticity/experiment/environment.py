@@ -10,6 +10,7 @@ import numpy as np
 
 import envs  # noqa: F401  (registers SlipperyAnt-v5 and the other drifting ids)
 from envs import PARAMETER_NAMES
+from envs.parameters import check_parameter_value
 from rl_plasticity.experiment.config import ConfigError, EnvConfig
 from rl_plasticity.faster import FasterChoice
 
@@ -48,6 +49,12 @@ def _check_drift_keys_apply(config: EnvConfig, spec: gym.envs.registration.EnvSp
                 f"ignored; use a drifting id ({', '.join(envs.READY_VARIANTS)}) or remove those keys")
         return
     parameter = spec.kwargs.get("parameter", "friction")
+    for value in config.cycle_values or ():
+        try:
+            check_parameter_value(parameter, value)
+        except ValueError as error:
+            raise ConfigError(f"env.cycle_values = {list(config.cycle_values)}: {error}; give values the "
+                              f"{parameter} can take") from None
     if parameter != "friction" and "friction_range" in changed:
         raise ConfigError(
             f"env.id {config.id!r} drifts {parameter}, not friction, so env.friction_range would be ignored; "

@@ -16,7 +16,7 @@ STATUSES = ("running", "finished", "stopped", "failed")
 
 def write_progress(run_dir: str | Path, *, status: str, step: int, total_steps: int, sps: float | None = None,
                    episodic_return: float | None = None, physics: dict[str, float] | None = None,
-                   diverged_at: int | None = None) -> None:
+                   diverged_at: int | None = None, last_checkpoint: int | None = None) -> None:
     """Replaces the progress file atomically (a reader never sees half a file). On a full disk, where no
     new file can be written, it rewrites the old one in place instead: a run that stops for lack of
     space must not be left saying "running"."""
@@ -24,7 +24,7 @@ def write_progress(run_dir: str | Path, *, status: str, step: int, total_steps: 
         raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
     payload: dict[str, Any] = {"status": status, "step": int(step), "total_steps": int(total_steps),
                                "sps": sps, "episodic_return": episodic_return, "physics": physics or {},
-                               "diverged_at": diverged_at}
+                               "diverged_at": diverged_at, "last_checkpoint": last_checkpoint}
     text, path = json.dumps(payload), RunDirectory(run_dir).progress_file
     temporary = path.with_name(f".{path.name}.tmp")
     try:

@@ -6,12 +6,13 @@ import csv
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rl_plasticity import tags
+from rl_plasticity.experiment.files import replaced_atomically, write_text_atomically
 from rl_plasticity.experiment.runs import (
     Estimate,
     Run,
@@ -73,6 +74,15 @@ class ConfigSummary:
     retention: SeedStatistics
     #: the last logged value of each ``methods/<name>/<net>/<statistic>`` tag, across the seeds that have it
     method_statistics: dict[str, Estimate]
+    #: ``(seed label, why)`` of each run that has not finished (marked; left out of retention)
+    unfinished: list[tuple[str, str]] = field(default_factory=list)
+    #: the seed labels retention was computed from
+    retention_seeds: list[str] = field(default_factory=list)
+
+    @property
+    def seeds_text(self) -> str:
+        """``3``, or ``3 (1 unfinished)``."""
+        return f"{self.seeds} ({len(self.unfinished)} unfinished)" if self.unfinished else str(self.seeds)
 
     def rows(self) -> list[dict[str, object]]:
         """Flat rows for summary.csv."""
@@ -80,12 +90,14 @@ class ConfigSummary:
 
         def add(metric: str, value: Estimate, segment: object = "") -> None:
             rows.append({"config": self.name, "metric": metric, "segment": segment, "mean": value.mean,
-                         "ci_low": value.low, "ci_high": value.high, "seeds": value.count})
+                         "ci_low": value.low, "ci_high": value.high, "seeds": value.count,
+                         "left_out": value.left_out})
 
         def add_seed_statistics(metric: str, value: SeedStatistics, segment: object = "") -> None:
             rows.append({"config": self.name, "metric": metric, "segment": segment, "mean": value.mean,
                          "ci_low": value.t_low, "ci_high": value.t_high, "seeds": value.count,
-                         "boot_low": value.boot_low, "boot_high": value.boot_high, "iqm": value.iqm,
+                         "left_out": value.left_out, "boot_low": value.boot_low,
+                         "boot_high": value.boot_high, "iqm": value.iqm,
                          "iqm_low": value.iqm_low, "iqm_high": value.iqm_high})
 
         for i, value in enumerate(self.segment_returns):
@@ -125,10 +137,14 @@ def summarise(name: str, runs: list[Run]) -> ConfigSummary:
         tag: estimate(last_value(run, tag) for run in runs if tag in run.scalars)
         for tag in matching_tags(runs, tags.method_statistics_pattern())
     }
+    finished = [run for run in runs if run.finished]
     return ConfigSummary(
         method_statistics=method_statistics,
         visits=summarise_visits(runs),
-        retention=SeedStatistics.of(retention(run) for run in runs),
+        # An unfinished run's last visit is not the run's last: its ratio would mean something else.
+        retention=SeedStatistics.of(retention(run) for run in finished),
+        retention_seeds=[run.label for run in finished],
+        unfinished=[(run.label, run.state()) for run in runs if not run.finished],
         name=name,
         seeds=len(runs),
         segment_returns=segment_returns,
@@ -165,11 +181,15 @@ def _retention_lines(summaries: list[ConfigSummary]) -> list[str]:
              "Below 1: the agent does worse on physics it has already learned, with more training behind "
              "it. Mean with its 95% bootstrap CI (BCa, scipy), interquartile mean with its 95% bootstrap "
              "CI (as rliable), mean with its 95% t-interval.", "",
+             "Only finished runs enter it; `seeds` names those it used.", "",
              "| config | seeds | retention, mean [bootstrap CI] | IQM [bootstrap CI] | mean [t CI] |",
              "|---|---|---|---|---|"]
     for s in summaries:
         r = s.retention
-        lines.append(f"| {s.name} | {r.count} | {r.format_mean()} | {r.format_iqm()} | {r.format_t()} |")
+        used = f"{r.seeds_text()}: {', '.join(s.retention_seeds)}" if s.retention_seeds else "0"
+        if s.unfinished:
+            used += f"; left out, unfinished: {', '.join(label for label, _ in s.unfinished)}"
+        lines.append(f"| {s.name} | {used} | {r.format_mean()} | {r.format_iqm()} | {r.format_t()} |")
     return lines
 
 
@@ -180,7 +200,7 @@ def _visit_lines(summary: ConfigSummary) -> list[str]:
              "| visit | physics value | visit of this value | seeds | return | IQM |",
              "|---|---|---|---|---|---|"]
     for i, v in enumerate(summary.visits):
-        lines.append(f"| {i} | {v.value:.4g} | {v.number + 1} | {v.end_return.count} | "
+        lines.append(f"| {i} | {v.value:.4g} | {v.number + 1} | {v.end_return.seeds_text()} | "
                      f"{v.end_return.format_mean(0)} | {v.end_return.format_iqm(0)} |")
     first, last = summary.visits[0], summary.visits[-1]
     lines += ["", "Plasticity of both networks over the last quarter of the first and the last visit "
@@ -207,7 +227,7 @@ def write_markdown(summaries: list[ConfigSummary], path: Path, problems: Sequenc
     for s in summaries:
         m = s.end_metrics
         lines.append(
-            f"| {s.name} | {s.seeds} | {s.final_return.format()} | {s.auc.format()} | "
+            f"| {s.name} | {s.seeds_text} | {s.final_return.format()} | {s.auc.format()} | "
             f"{m['policy/dormant_fraction'].format(3)} | {m['value/dormant_fraction'].format(3)} | "
             f"{m['policy/approx_rank'].format(3)} | {m['value/approx_rank'].format(3)} | "
             f"{m['policy/weight_magnitude'].format(4)} | {m['value/weight_magnitude'].format(4)} | "
@@ -215,14 +235,18 @@ def write_markdown(summaries: list[ConfigSummary], path: Path, problems: Sequenc
         )
     lines += ["", *_retention_lines(summaries)]
     for s in summaries:
-        lines += ["", f"## {s.name}", "",
-                  f"Mean return over the last 10% of each {s.drift_parameter} segment:", "",
+        lines += ["", f"## {s.name}", ""]
+        if s.unfinished:
+            lines += ["**Unfinished runs** (their last, partial segment is not read as a visit; left out of "
+                      "retention):", "", *[f"- {label}: {why}" for label, why in s.unfinished], ""]
+        lines += [
+                  f"Mean return over the last 10% of each complete {s.drift_parameter} segment:", "",
                   f"| segment | {s.drift_parameter} (mean over seeds) | return |", "|---|---|---|"]
         for i, (value, physics) in enumerate(zip(s.segment_returns, s.segment_values, strict=True)):
             lines.append(f"| {i} | {physics:.4g} | {value.format()} |")
         lines += _visit_lines(s)
         lines += _method_lines(s)
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomically(path, "\n".join(lines) + "\n")
 
 
 def _method_lines(summary: ConfigSummary) -> list[str]:
@@ -237,10 +261,10 @@ def _method_lines(summary: ConfigSummary) -> list[str]:
 
 def write_csv(summaries: list[ConfigSummary], path: Path) -> None:
     rows = [row for s in summaries for row in s.rows()]
-    with path.open("w", newline="") as handle:
+    with replaced_atomically(path) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["config", "metric", "segment", "mean", "ci_low",
-                                                    "ci_high", "seeds", "boot_low", "boot_high", "iqm",
-                                                    "iqm_low", "iqm_high"])
+                                                    "ci_high", "seeds", "left_out", "boot_low", "boot_high",
+                                                    "iqm", "iqm_low", "iqm_high"])
         writer.writeheader()
         writer.writerows(rows)
 
@@ -331,7 +355,8 @@ def write_plot(grouped: dict[str, list[Run]], path: Path, summaries: list[Config
         visit_axis.legend(loc="best", fontsize="x-small")
     return_axis.text(0.01, 0.01, "dotted: physics changes (first run)", transform=return_axis.transAxes,
                      fontsize="x-small", color="grey")
-    figure.savefig(path, dpi=110)
+    with replaced_atomically(path) as temporary:  # a kill mid-write leaves the previous plot whole
+        figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
 
 

@@ -6,6 +6,7 @@
         checkpoints/step_<N>.pt     verified checkpoints (`experiment.checkpoint`)
         config_changes.jsonl        keys a resume after a divergence changed
         train.log                   stdout and stderr of a run started by `compare`
+        .lock                       held by the process training the run (`experiment.run_lock`)
         events.out.tfevents.*       TensorBoard events (`rl_plasticity.tags`)
 
 `compare` lays runs out as ``LOGDIR/<config name>/seed<N>``; `train` does the same by default.
@@ -72,12 +73,14 @@ class RunDirectory:
     checkpoints = _Entry("checkpoints")
     config_changes_file = _Entry("config_changes.jsonl")
     train_log = _Entry("train.log")
+    lock_file = _Entry(".lock")
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step_{step}.pt"
 
     def event_files(self) -> list[Path]:
-        return sorted(self.path.glob(EVENT_FILE_PATTERN))
+        """The TensorBoard event files (a folder named like one is not one)."""
+        return sorted(p for p in self.path.glob(EVENT_FILE_PATTERN) if p.is_file())
 
     def progress(self) -> dict[str, Any] | None:
         """The last progress record, or None if there is none (not started, or not readable)."""
@@ -91,7 +94,7 @@ class RunDirectory:
 
     def holds_a_run(self) -> bool:
         """Whether anything a run writes is here: an empty or foreign directory is not a run."""
-        written = (self.config_file, self.checkpoints, self.progress_file, self.train_log)
+        written = (self.config_file, self.checkpoints, self.progress_file, self.train_log, self.lock_file)
         return any(path.exists() for path in written) or bool(self.event_files())
 
 

@@ -30,8 +30,10 @@ from envs import get_vector_state, set_vector_state
 from envs.thread_pool import available_cpus
 from rl_plasticity import tags
 from rl_plasticity.experiment.checkpoint import (
+    CheckpointError,
     checkpoint_path,
     latest_checkpoint,
+    load_checkpoint,
     prune_checkpoints,
     remove_partial_files,
     save_checkpoint,
@@ -39,6 +41,7 @@ from rl_plasticity.experiment.checkpoint import (
 from rl_plasticity.experiment.config import Config, ConfigError, config_to_dict, config_to_yaml
 from rl_plasticity.experiment.controls import ProgressDisplay, StopOnSignals, torch_threads
 from rl_plasticity.experiment.environment import env_kwargs, make_vector_env, physics_values
+from rl_plasticity.experiment.files import write_text_atomically
 from rl_plasticity.experiment.logger import TrainingLogger
 from rl_plasticity.experiment.progress import read_progress, write_progress
 from rl_plasticity.experiment.resume import (
@@ -46,8 +49,10 @@ from rl_plasticity.experiment.resume import (
     changed_keys,
     check_run_dir_config,
     record_config_changes,
+    saved_run_config,
 )
 from rl_plasticity.experiment.run_directory import RunDirectory
+from rl_plasticity.experiment.run_lock import RunLock
 
 RECENT_EPISODES = 20
 LOSSES_CHECKED = ("policy_loss", "value_loss", "entropy", "approx_kl")
@@ -90,33 +95,62 @@ class Trainer:
 
     def __init__(self, config: Config, run_dir: str | Path | None = None, *, resume: bool = True) -> None:
         self.config = config
-        run = config.run
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        env_kwargs(config.env, run.seed)  # settings first: a refused config leaves no directory behind
+        env_kwargs(config.env, config.run.seed)  # settings first: a refused config leaves no directory
+        self._lock: RunLock | None = None
+        created: list[Path] = []
+        if self.run_dir is not None:
+            created = _make_directories(self.run_dir)
+            try:
+                # Before anything is read or written: a second process on this directory stops here.
+                self._lock = RunLock(self.run_dir).acquire()
+            except BaseException:
+                _remove_if_empty(created, self.run_dir)
+                raise
+        try:
+            self._build(config, resume)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            if self.run_dir is not None:
+                _remove_if_empty(created, self.run_dir)  # a failed env build leaves no empty run behind
+            raise
+
+    def _build(self, config: Config, resume: bool) -> None:
+        run = config.run
         if self.run_dir is not None:
             _check_writable(self.run_dir)
             remove_partial_files(self.run_dir)  # a crash mid-write leaves one; it is never a checkpoint
         found = latest_checkpoint(self.run_dir, accept=_finite_state) \
             if self.run_dir is not None and resume else None
         previous = read_progress(self.run_dir) if self.run_dir is not None else None
+        if found is None and resume and previous is not None:
+            _check_checkpoints_not_lost(self.run_dir, previous)
         # A run that diverged may go on with the remedies its message named.
         diverged_at = (previous or {}).get("diverged_at")
         allowed = AFTER_DIVERGENCE_KEYS if diverged_at is not None else ()
         self.config_changes: list[str] = []
+        #: the run length of the checkpoint resumed from (None for a new run)
+        self.trained_length: int | None = None
         if found is not None:
+            self.trained_length = int(found[1]["config"].get("run", {}).get("total_steps", 0)) or None
             differences = changed_keys(found[1]["config"], config, allowed)
             if differences:
                 raise ConfigError(
                     f"{self.run_dir} holds a checkpoint of a different config ({'; '.join(differences)}); "
                     f"resume with the same config, or pass --fresh to start over (the old run is moved "
                     f"aside), or choose another --run-name")
+        saved_config = saved_run_config(self.run_dir) if self.run_dir is not None and resume else None
         if self.run_dir is not None and resume:
             # A run killed before its first checkpoint still has its settings on disk.
             check_run_dir_config(self.run_dir, config, allowed)
-        if found is not None and allowed:
+        if allowed and (found is not None or saved_config is not None):
+            step = int(found[1]["global_step"]) if found is not None else 0
+            reason = f"resumed after diverging at step {diverged_at:,}" if found is not None else \
+                f"started again from step 0 after diverging at step {diverged_at:,} before any checkpoint"
             self.config_changes = record_config_changes(
-                self.run_dir, int(found[1]["global_step"]), found[1]["config"], config, allowed,
-                f"resumed after diverging at step {diverged_at:,}")
+                self.run_dir, step, found[1]["config"] if found is not None else saved_config, config,
+                allowed, reason)
         torch.set_num_threads(run.torch_threads)
         torch.manual_seed(run.seed)
         np.random.seed(run.seed)
@@ -139,6 +173,8 @@ class Trainer:
         self.episodes_seen = 0
         self.physics: dict[str, float] = {}
         self.checkpoints: list[Path] = []
+        # Checkpoints already known to be resumable (written here, or resumed from), by path.
+        self._resumable: set[Path] = set()
         # Kept until the first checkpoint after a resume, so that a resume cut short may change the
         # remedies again.
         self._diverged_at: int | None = diverged_at if found is not None else None
@@ -151,10 +187,12 @@ class Trainer:
                 self.envs.close()
                 raise
             self.checkpoints.append(found[0])
+            self._resumable.add(found[0])
         self.logger: TrainingLogger | None = None
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            RunDirectory(self.run_dir).config_file.write_text(config_to_yaml(config))
+        if self.run_dir is not None and not self.finished:
+            # A finished run's record of what it trained is never rewritten (a shorter run.total_steps
+            # asked of it is refused by the CLI, an equal or longer one trains on and records it).
+            write_text_atomically(RunDirectory(self.run_dir).config_file, config_to_yaml(config))
             # On resume (or a restart after an attempt that died before its first checkpoint),
             # TensorBoard drops the earlier attempt's points after the checkpoint's step (those at that
             # step were flushed before the checkpoint was written, and stay).
@@ -167,7 +205,12 @@ class Trainer:
         if self.run_dir is not None and _vector_state(self.envs) is None:
             warnings.warn(f"{config.env.id} with env.vectorization={config.env.vectorization} cannot be "
                           f"checkpointed exactly: a resume restarts its episodes. Use a MuJoCo task with "
-                          f"the sync or batched vector env for exact resumes", stacklevel=2)
+                          f"the sync or batched vector env for exact resumes", stacklevel=3)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the agent already stands at (or past) ``run.total_steps``: nothing is left to train."""
+        return self.agent.global_step >= self.config.run.total_steps
 
     # ------------------------------------------------------------------ the loop
     def train(self, progress: bool = True) -> TrainingSummary:
@@ -324,7 +367,8 @@ class Trainer:
         write_progress(self.run_dir, status=status, step=self.agent.global_step,
                        total_steps=self.config.run.total_steps, sps=self.steps_per_second,
                        episodic_return=None if math.isnan(recent) else recent,
-                       physics=self.physics, diverged_at=self._diverged_at)
+                       physics=self.physics, diverged_at=self._diverged_at,
+                       last_checkpoint=_step_of(self.checkpoints[-1]) if self.checkpoints else None)
 
     # ------------------------------------------------------------------ persistence
     def _checkpoint_path(self) -> Path | None:
@@ -338,13 +382,26 @@ class Trainer:
             return None
         if self.logger is not None:
             self.logger.flush()  # the checkpoint's step is then complete in TensorBoard too
-        save_checkpoint(path, self.state_dict())
+        save_checkpoint(path, self.state_dict())  # its state was checked finite after the update
+        self._resumable.add(path)
         self._diverged_at = None
         if self.checkpoints[-1:] != [path]:
             self.checkpoints.append(path)
-        removed = set(prune_checkpoints(self.run_dir, self.config.run.keep_checkpoints))
+        removed = set(prune_checkpoints(self.run_dir, self.config.run.keep_checkpoints,
+                                        resumable=self._is_resumable))
         self.checkpoints = [p for p in self.checkpoints if p not in removed]
         return path
+
+    def _is_resumable(self, path: Path) -> bool:
+        """Whether a verified checkpoint on disk can be resumed from (its state is finite)."""
+        if path not in self._resumable:
+            try:
+                if _finite_state(load_checkpoint(path)) is not None:
+                    return False
+            except (CheckpointError, OSError):
+                return False
+            self._resumable.add(path)
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -379,10 +436,14 @@ class Trainer:
         # reported already, or the run is stopping for another.
         with contextlib.suppress(Exception):
             self.agent.finish_update()
-        if self.logger is not None:
-            self.logger.close()
-        self.envs.close()
-        self.agent.network_threads.close()
+        try:
+            if self.logger is not None:
+                self.logger.close()
+            self.envs.close()
+            self.agent.network_threads.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> Trainer:
         return self
@@ -393,6 +454,46 @@ class Trainer:
         except OSError:
             if exc_type is None:  # else the error that stopped the run is the one to report
                 raise
+
+
+def _make_directories(run_dir: Path) -> list[Path]:
+    """``mkdir -p run_dir``; returns the directories it created, deepest first."""
+    missing = []
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_if_empty(created: list[Path], run_dir: Path) -> None:
+    """Undo `_make_directories` for a run that never started: its lock file and the folders it made,
+    as long as nothing else was written into them."""
+    if not created:
+        return
+    with contextlib.suppress(OSError):
+        RunDirectory(run_dir).lock_file.unlink(missing_ok=True)
+    for folder in created:
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            return
+
+
+def _check_checkpoints_not_lost(run_dir: Path, progress: dict[str, Any]) -> None:
+    """A run whose progress record names a checkpoint, or says it finished, had one: if none is on disk
+    the checkpoints were deleted or moved, and starting again from step 0 would replace the run."""
+    step = progress.get("last_checkpoint")
+    if step is None and progress.get("status") == "finished":
+        step = progress.get("step")
+    if step is None:
+        return
+    folder = RunDirectory(run_dir).checkpoints
+    raise CheckpointError(
+        f"{run_dir} had a checkpoint at step {int(step):,} (progress.json) but {folder} holds none: it was "
+        f"deleted or moved. Put the checkpoints back to resume, or pass --fresh to start over (the old run "
+        f"is moved aside)")
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -406,6 +507,11 @@ def _check_writable(run_dir: Path) -> None:
         error.filename = str(run_dir)
         raise
     probe.unlink()
+
+
+def _step_of(checkpoint: Path) -> int | None:
+    name = checkpoint.name
+    return int(name[len("step_"):-len(".pt")]) if name.startswith("step_") and name.endswith(".pt") else None
 
 
 def _finite_tensors(value: Any) -> bool:

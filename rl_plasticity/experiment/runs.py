@@ -4,6 +4,12 @@ statistics across seeds that reports are made of.
 A run is a directory holding ``events.out.tfevents.*`` files. Runs are grouped into configs by their
 layout, ``LOGDIR/<config name>/seed<k>/`` (what ``rl-plasticity compare`` writes); a run directory with
 another name is a config of its own. Event files are read with TensorBoard's own reader.
+
+A group never pools unlike runs: each run's resolved ``config.yaml`` is read, and runs of one name
+that differ in any setting but the seed (or those that change nothing about training, `SAME_RUN_KEYS`)
+are split into groups named by the differing keys (`split_unlike_runs`). A run whose
+``progress.json`` does not say it finished is marked unfinished: its last, partial physics segment is
+never read as a visit.
 """
 
 from __future__ import annotations
@@ -16,10 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from rl_plasticity import tags
 from rl_plasticity.experiment.event_files import read_run_scalars
-from rl_plasticity.experiment.run_directory import EVENT_FILE_PATTERN, seed_of
+from rl_plasticity.experiment.files import path_problem
+from rl_plasticity.experiment.run_directory import EVENT_FILE_PATTERN, RunDirectory, seed_of
+from rl_plasticity.experiment.run_lock import holder
+from rl_plasticity.experiment.yaml_text import read_yaml
+
+#: Settings that do not change what a run trains, so runs that differ only in them are seeds of one
+#: config: the seed itself, and how often checkpoints are written and kept.
+SAME_RUN_KEYS = ("run.seed", "run.checkpoint_every", "run.keep_checkpoints", "log.progress_bar")
 
 _MOVED_ASIDE = re.compile(r"\.old-\d{8}-\d{6}")
 # Two-sided 95% Student-t quantiles for 1..30 degrees of freedom; beyond that the normal 1.96 is close.
@@ -41,9 +55,48 @@ class Run:
     path: Path
     scalars: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     wall_time: tuple[float, float] | None = None
+    #: the resolved config the run trained (its ``config.yaml``, flattened to ``section.key``); None if
+    #: the directory has none (a run written by another tool)
+    settings: dict[str, object] | None = None
+    #: its ``progress.json`` record; None if it has none
+    progress: dict[str, object] | None = None
+    #: the PID of a process training it now
+    trained_by: int | None = None
 
     def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
         return self.scalars.get(tag, (np.empty(0), np.empty(0)))
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run trained to its end: its progress record says so, and no process trains it.
+        A run with no progress record (another tool's) counts as finished: nothing says otherwise."""
+        if self.trained_by is not None:
+            return False
+        return self.progress is None or self.progress.get("status") == "finished"
+
+    @property
+    def label(self) -> str:
+        return f"seed{self.seed}" if self.seed is not None else self.path.name
+
+    def state(self) -> str:
+        """Why the run is unfinished, in words (empty for a finished run)."""
+        if self.finished:
+            return ""
+        progress = self.progress or {}
+        step, total = progress.get("step"), progress.get("total_steps")
+        where = f" at {int(step):,} of {int(total):,} steps" if isinstance(step, int) and \
+            isinstance(total, int) else ""
+        if self.trained_by is not None:
+            return f"still training{where} (process {self.trained_by})"
+        status = progress.get("status")
+        return {"running": f"not finished{where} (killed, or stopped without a word)",
+                "stopped": f"stopped{where}", "failed": f"failed{where}"}.get(str(status),
+                                                                             f"not finished{where}")
+
+    def nonfinite_returns(self) -> int:
+        """How many logged episodic returns are NaN or infinite."""
+        _, values = self.series(tags.EPISODIC_RETURN)
+        return int(np.count_nonzero(~np.isfinite(values)))
 
     @property
     def last_step(self) -> int:
@@ -62,27 +115,38 @@ class Segment:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Mean across seeds with a 95% Student-t confidence interval (nan bounds for a single seed)."""
+    """Mean across seeds with a 95% Student-t confidence interval (nan bounds for a single seed), from
+    ``count`` seeds; ``left_out`` seeds had no finite value (NaN, inf or no data)."""
 
     mean: float
     low: float
     high: float
     count: int
+    left_out: int = 0
 
     def format(self, digits: int = 1) -> str:
         if math.isnan(self.mean):
-            return "n/a"
-        if self.count < 2:
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.high - self.mean:.{digits}f}"
+            text = "n/a"
+        elif self.count < 2:
+            text = f"{self.mean:.{digits}f}"
+        else:
+            text = f"{self.mean:.{digits}f} ± {self.high - self.mean:.{digits}f}"
+        return text + left_out_note(self.count, self.left_out)
+
+
+def left_out_note(count: int, left_out: int) -> str:
+    """`` (n=1 of 3: 2 NaN/inf/none)`` where some seeds gave no finite value, else empty."""
+    return f" (n={count} of {count + left_out}: {left_out} NaN/inf/none)" if left_out else ""
 
 
 def find_run_dirs(logdir: Path) -> list[Path]:
     """Every directory under ``logdir`` (itself included) that holds a TensorBoard event file."""
     logdir = Path(logdir)
-    if not logdir.is_dir():
-        raise RunsError(f"log directory {str(logdir)!r} does not exist; pass the --logdir you trained into")
-    found = {path.parent for path in logdir.rglob(EVENT_FILE_PATTERN)}
+    problem = path_problem(logdir, "directory")
+    if problem is not None:
+        raise RunsError(f"log directory {str(logdir)!r} {problem}; pass the --logdir you trained into")
+    # A folder named like an event file is not one.
+    found = {path.parent for path in logdir.rglob(EVENT_FILE_PATTERN) if path.is_file()}
     # Runs moved aside by `train --fresh` (<run>.old-<time>) are history, not part of the comparison.
     return sorted(path for path in found if not any(_MOVED_ASIDE.search(part) for part in path.parts))
 
@@ -99,9 +163,69 @@ def load_run(path: Path, logdir: Path, warn: Callable[[str], None] | None = None
     seed = seed_of(path.name)
     if seed is not None and path != logdir:
         config = str(path.parent.relative_to(logdir)) if path.parent != logdir else path.parent.name
-        return Run(config=config, seed=seed, path=path, scalars=scalars, wall_time=wall)
-    config = path.name if path != logdir else logdir.resolve().name
-    return Run(config=config, seed=None, path=path, scalars=scalars, wall_time=wall)
+    else:
+        config, seed = (path.name if path != logdir else logdir.resolve().name), None
+    run = RunDirectory(path)
+    return Run(config=config, seed=seed, path=path, scalars=scalars, wall_time=wall,
+               settings=_read_settings(run, warn), progress=run.progress(), trained_by=holder(path))
+
+
+def _read_settings(run: RunDirectory, warn: Callable[[str], None] | None) -> dict[str, object] | None:
+    """The run's ``config.yaml`` as ``{"section.key": value}``; None (with a warning) if it cannot be
+    read."""
+    if not run.config_file.is_file():
+        return None
+    try:
+        data = read_yaml(run.config_file.read_text(), str(run.config_file))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:
+        if warn is not None:
+            warn(f"{run.config_file} cannot be read ({' '.join(str(error).split())}); its settings are "
+                 f"unknown")
+        return None
+    return _flatten(data) if isinstance(data, dict) else None
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "kwargs":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _identity(run: Run) -> tuple | None:
+    if run.settings is None:
+        return None
+    return tuple(sorted((k, repr(v)) for k, v in run.settings.items() if k not in SAME_RUN_KEYS))
+
+
+def split_unlike_runs(name: str, runs: list[Run]) -> dict[str, list[Run]]:
+    """``runs`` (one config name) as groups of runs with the same settings but the seed. One group keeps
+    ``name``; several are named ``name [key=value, ...]`` by the keys in which they differ (a run
+    without a ``config.yaml`` among runs with one: ``name [no config.yaml]``)."""
+    identities: dict[tuple | None, list[Run]] = {}
+    for run in runs:
+        identities.setdefault(_identity(run), []).append(run)
+    if len(identities) == 1:
+        return {name: runs}
+    known = [dict(identity) for identity in identities if identity is not None]
+    keys = sorted({k for settings in known for k in settings}) if known else []
+    differing = [k for k in keys if len({settings.get(k) for settings in known}) > 1]
+    groups: dict[str, list[Run]] = {}
+    for identity, members in identities.items():
+        if identity is None:
+            label = "no config.yaml"
+        else:
+            settings = dict(identity)
+            label = ", ".join(f"{k}={_plain(settings.get(k, '(absent)'))}" for k in differing)
+        groups[f"{name} [{label}]"] = members
+    return groups
+
+
+def _plain(text: str) -> str:
+    return text[1:-1] if len(text) > 1 and text[0] == text[-1] == "'" else text
 
 
 def _warn(message: str) -> None:
@@ -122,33 +246,55 @@ def load_runs(logdir: Path, warn: Callable[[str], None] | None = _warn) -> dict[
             f"no TensorBoard runs under {str(logdir)!r} (no events.out.tfevents.* files); train into it "
             f"first, e.g. `rl-plasticity compare CONFIG --seeds 3 --logdir {logdir}`"
         )
-    grouped: dict[str, list[Run]] = {}
+    by_name: dict[str, list[Run]] = {}
     for path in run_dirs:
         run = load_run(path, logdir, warn)
         if not any(len(steps) for steps, _ in run.scalars.values()):
             if warn is not None:
                 warn(f"{path}: no scalar data in its event files; left out (it does not count as a seed)")
             continue
-        grouped.setdefault(run.config, []).append(run)
-    if not grouped:
+        by_name.setdefault(run.config, []).append(run)
+    if not by_name:
         raise RunsError(f"none of the {len(run_dirs)} runs under {str(logdir)!r} holds any scalar data; "
                         f"their event files are empty or unreadable (see the warnings above)")
+    grouped: dict[str, list[Run]] = {}
+    for name, runs in by_name.items():
+        groups = split_unlike_runs(name, runs)
+        if len(groups) > 1 and warn is not None:
+            parts = "; ".join(f"{group}: {', '.join(r.label for r in members)}" for group, members in
+                              groups.items())
+            warn(f"the runs under {name!r} were trained with different settings, so they are reported as "
+                 f"{len(groups)} groups, never pooled: {parts}")
+        grouped.update(groups)
     for runs in grouped.values():
         runs.sort(key=lambda r: (r.seed is None, r.seed or 0, str(r.path)))
+        if warn is None:
+            continue
+        for run in runs:
+            if not run.finished:
+                warn(f"{run.path} is {run.state()}: it is marked unfinished, its last, partial segment "
+                     f"is not read as a visit and it is left out of retention")
+            bad = run.nonfinite_returns()
+            if bad:
+                warn(f"{run.path}: {bad} of {len(run.series(tags.EPISODIC_RETURN)[1])} episodic returns "
+                     f"are NaN or infinite; the measures of this seed that include them are left out "
+                     f"(counted as such in the tables)")
     return dict(sorted(grouped.items()))
 
 
 def estimate(values: Iterable[float]) -> Estimate:
     """Mean and 95% confidence interval of the finite values (t-distribution across seeds)."""
-    data = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    given = list(values)
+    data = np.array([v for v in given if v is not None and math.isfinite(v)], dtype=np.float64)
+    left_out = len(given) - len(data)
     if len(data) == 0:
-        return Estimate(math.nan, math.nan, math.nan, 0)
+        return Estimate(math.nan, math.nan, math.nan, 0, left_out)
     mean = float(data.mean())
     if len(data) < 2:
-        return Estimate(mean, math.nan, math.nan, 1)
+        return Estimate(mean, math.nan, math.nan, 1, left_out)
     dof = len(data) - 1
     half = (_T975[dof - 1] if dof <= len(_T975) else 1.96) * float(data.std(ddof=1)) / math.sqrt(len(data))
-    return Estimate(mean, mean - half, mean + half, len(data))
+    return Estimate(mean, mean - half, mean + half, len(data), left_out)
 
 
 def drift_tag(run: Run) -> str | None:
@@ -203,9 +349,12 @@ class Visit:
 
 
 def complete_segments(run: Run) -> list[Segment]:
-    """The run's segments without a last one cut short: a final segment under half the median length
-    of the others is a run that ended (or is still running) mid-visit."""
+    """The run's segments without a last one cut short: an unfinished run's last segment is still
+    going (or was cut off), and a finished run's final segment under half the median length of the
+    others ended mid-visit."""
     segments = physics_segments(run)
+    if not run.finished:
+        return segments[:-1]
     if len(segments) > 1:
         typical = float(np.median([s.end - s.start for s in segments[:-1]]))
         if segments[-1].end - segments[-1].start < 0.5 * typical:
@@ -300,6 +449,8 @@ def binned_returns(run: Run, edges: np.ndarray) -> np.ndarray:
 def area_under_curve(run: Run, bins: int = 100) -> float:
     """Area under the binned return curve divided by the steps it spans: the run's average return,
     with every stretch of training weighted equally however many episodes ended in it."""
+    if run.nonfinite_returns():
+        return math.nan  # a NaN return would vanish into nanmean: the seed is left out instead
     end = run.last_step + 1
     curve = binned_returns(run, np.linspace(0, end, bins + 1))
     return float(np.nanmean(curve)) if np.isfinite(curve).any() else math.nan

@@ -70,23 +70,34 @@ class SeedStatistics:
     iqm: float
     iqm_low: float
     iqm_high: float
+    #: seeds given whose value was not finite (NaN, inf, or none to compute): counted, never hidden
+    left_out: int = 0
 
     @classmethod
     def of(cls, values: Iterable[float]) -> SeedStatistics:
         from scipy.stats import t as student_t
 
-        data = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+        given = list(values)
+        data = np.array([v for v in given if v is not None and math.isfinite(v)], dtype=np.float64)
+        left_out = len(given) - len(data)
         if len(data) == 0:
-            return cls(0, *([math.nan] * 8))
+            return cls(0, *([math.nan] * 8), left_out=left_out)
         centre = float(data.mean())
         if len(data) < 2:
-            return cls(1, centre, math.nan, math.nan, math.nan, math.nan, centre, math.nan, math.nan)
+            return cls(1, centre, math.nan, math.nan, math.nan, math.nan, centre, math.nan, math.nan,
+                       left_out=left_out)
         half = float(student_t.ppf(0.5 + CONFIDENCE / 2, len(data) - 1)) * float(data.std(ddof=1)) \
             / math.sqrt(len(data))
         boot = bootstrap_interval(data, mean)
         iqm_bounds = bootstrap_interval(data, interquartile_mean)
         return cls(len(data), centre, centre - half, centre + half, *boot, float(interquartile_mean(data)),
-                   *iqm_bounds)
+                   *iqm_bounds, left_out=left_out)
+
+    def seeds_text(self) -> str:
+        """The seeds the statistic used: ``3``, or ``2 of 3 (1 NaN/inf/none)``."""
+        if not self.left_out:
+            return str(self.count)
+        return f"{self.count} of {self.count + self.left_out} ({self.left_out} NaN/inf/none)"
 
     def excludes(self, value: float) -> bool:
         """True when the bootstrap interval of the mean lies entirely on one side of ``value``."""
