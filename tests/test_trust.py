@@ -285,6 +285,8 @@ def test_a_ctrl_c_while_the_cli_starts_is_one_line(tmp_path: Path) -> None:
         _, err = process.communicate(timeout=120)
         if process.returncode == 0:  # finished first: nothing to judge at this delay
             continue
+        if process.returncode == -signal.SIGINT and 'rl_plasticity' not in err.replace("-m", ""):
+            continue  # a slow start: the signal came while the interpreter itself was still starting
         assert process.returncode == 130 and "Traceback" not in err, (delay, err)
 
 
