@@ -29,11 +29,12 @@ RESUMABLE_KEYS = ("run.total_steps", "run.checkpoint_every", "run.keep_checkpoin
                   "env.backend")
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config as ``{"section.key": value}`` (``env.kwargs`` stays one value)."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict) and key != "kwargs":
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_config(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -47,9 +48,9 @@ def changed_keys(saved: dict[str, Any], config: Config, also_allowed: tuple[str,
     """``"key: saved -> now"`` for every key that differs between a checkpoint's config and ``config``,
     ignoring `RESUMABLE_KEYS` and ``also_allowed``. A key the saved config lacks (added by a later
     version) counts as its default under the saved preset: the run was trained with that behaviour."""
-    before, after = _flatten(saved), _flatten(config_to_dict(config))
+    before, after = flatten_config(saved), flatten_config(config_to_dict(config))
     preset = saved.get("preset") if saved.get("preset") in PRESETS else "dohare"
-    defaults = _flatten(config_to_dict(build_config([("defaults", {"preset": preset})])))
+    defaults = flatten_config(config_to_dict(build_config([("defaults", {"preset": preset})])))
     before = {**{k: v for k, v in defaults.items() if k not in before}, **before}
     differences = []
     for key in sorted(before.keys() | after.keys()):
@@ -99,7 +100,7 @@ def record_config_changes(run_dir: str | Path, step: int, saved: dict[str, Any],
                           keys: tuple[str, ...], reason: str) -> list[str]:
     """Append ``{"step", "reason", "changes"}`` to ``RUN_DIR/config_changes.jsonl`` for the ``keys``
     whose values differ between ``saved`` and ``config``; returns the ``"key: old -> new"`` lines."""
-    before, after = _flatten(saved), _flatten(config_to_dict(config))
+    before, after = flatten_config(saved), flatten_config(config_to_dict(config))
     changes = [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(after)
                if key.startswith(keys) and before.get(key) != after.get(key)]
     if changes:

@@ -27,6 +27,7 @@ import yaml
 from rl_plasticity import tags
 from rl_plasticity.experiment.event_files import read_run_scalars
 from rl_plasticity.experiment.files import path_problem
+from rl_plasticity.experiment.resume import flatten_config
 from rl_plasticity.experiment.run_directory import EVENT_FILE_PATTERN, RunDirectory, seed_of
 from rl_plasticity.experiment.run_lock import holder
 from rl_plasticity.experiment.yaml_text import read_yaml
@@ -182,17 +183,7 @@ def _read_settings(run: RunDirectory, warn: Callable[[str], None] | None) -> dic
             warn(f"{run.config_file} cannot be read ({' '.join(str(error).split())}); its settings are "
                  f"unknown")
         return None
-    return _flatten(data) if isinstance(data, dict) else None
-
-
-def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and key != "kwargs":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+    return flatten_config(data) if isinstance(data, dict) else None
 
 
 def _identity(run: Run) -> tuple | None:
