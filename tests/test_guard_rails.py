@@ -8,6 +8,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from bad_input_sweep import SMALL  # one small config for the sweep and these tests
 
 from rl_plasticity.experiment.checkpoint import (
     list_checkpoints,
@@ -17,14 +18,6 @@ from rl_plasticity.experiment.checkpoint import (
     verify_checkpoint,
 )
 from rl_plasticity.experiment.cli import main
-
-SMALL = """\
-preset: dohare
-env: {id: SlipperyHopper-v5, change_every: 600}
-ppo: {hidden_sizes: [16, 16], rollout_steps: 128, minibatch_size: 64, epochs: 1}
-log: {probe_every: 0, histogram_every: 0}
-run: {total_steps: 256, checkpoint_every: 128}
-"""
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bad_input_sweep import SMALL  # one small config for the sweep and these tests
 from torch.utils.tensorboard import SummaryWriter
 
 from rl_plasticity.experiment.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
@@ -25,13 +26,6 @@ from rl_plasticity.experiment.report import make_report, summarise
 from rl_plasticity.experiment.run_lock import RunDirectoryBusy, RunLock, holder
 from rl_plasticity.experiment.runs import load_runs
 
-SMALL = """\
-preset: dohare
-env: {id: SlipperyHopper-v5, change_every: 600}
-ppo: {hidden_sizes: [16, 16], rollout_steps: 128, minibatch_size: 64, epochs: 1}
-log: {probe_every: 0, histogram_every: 0}
-run: {total_steps: 256, checkpoint_every: 128}
-"""
 VISIT = 1000
 
 
